@@ -1,0 +1,10 @@
+"""resnet-lab: helpers for the notebooks that teach residual networks, from vanishing gradients to CIFAR-10.
+
+Modules: ``gradients`` (probe networks and gradient norms), ``plots``, ``widgets``, ``checks`` and
+``solutions`` (exercises), ``data``, ``train``, ``runtime`` (smoke mode, device, seeds), ``project`` (URLs).
+"""
+
+from .runtime import Session, pick_device, seed_everything, setup_notebook, smoke_mode
+
+__version__ = "0.1.0"
+__all__ = ["Session", "pick_device", "seed_everything", "setup_notebook", "smoke_mode", "__version__"]

@@ -1,0 +1,229 @@
+"""Deep plain/residual test networks and probes of their gradients (notebook 01).
+
+``deep_mlp`` and ``deep_cnn`` build a stack of identical hidden layers whose activation, initialisation,
+normalisation and skip connection are switches, so the effect of each one on the gradient can be isolated.
+``grad_norms`` runs one backward pass and returns the L2 norm of each hidden layer's weight gradient in
+forward order; ``activation_grad_norms`` does the same for the gradient with respect to each layer's output.
+Non-finite values are results, not errors: an exploding network returns ``inf``/``nan`` entries.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "ACTIVATIONS",
+    "INITS",
+    "NORMS",
+    "HiddenLayer",
+    "DeepNet",
+    "deep_mlp",
+    "deep_cnn",
+    "probe_layers",
+    "grad_norms",
+    "activation_grad_norms",
+]
+
+ACTIVATIONS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU}
+INITS = ("default", "xavier", "kaiming")  # or a positive float gain: weights ~ N(0, gain^2 / fan_in)
+NORMS = (None, "batch")
+
+
+class HiddenLayer(nn.Module):
+    """``h -> act(norm(transform(h)))``, plus ``h`` itself when ``residual`` (the only difference)."""
+
+    def __init__(self, transform: nn.Module, norm: nn.Module | None, activation: nn.Module, residual: bool) -> None:
+        super().__init__()
+        self.transform = transform  # nn.Linear or 3x3 nn.Conv2d
+        self.norm = norm if norm is not None else nn.Identity()
+        self.activation = activation
+        self.residual = residual
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        out = self.activation(self.norm(self.transform(h)))
+        return h + out if self.residual else out
+
+
+class DeepNet(nn.Module):
+    """A stack of :class:`HiddenLayer` modules (``self.hidden``) followed by a classifier ``self.head``."""
+
+    def __init__(self, hidden: Sequence[HiddenLayer], head: nn.Module) -> None:
+        super().__init__()
+        self.hidden = nn.ModuleList(hidden)
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.hidden:
+            x = layer(x)
+        return self.head(x)
+
+
+def _check_options(depth: int, width: int, activation: str, init: str | float, norm: str | None) -> None:
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise ValueError(f"depth must be a positive integer (the number of hidden layers, e.g. 10); got {depth!r}")
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise ValueError(f"width must be a positive integer (units or channels per hidden layer); got {width!r}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(map(repr, ACTIVATIONS))}; got {activation!r}")
+    if isinstance(init, str):
+        if init not in INITS:
+            raise ValueError(
+                f"init must be one of {', '.join(map(repr, INITS))} or a positive float gain; got {init!r}"
+            )
+    elif isinstance(init, bool) or not isinstance(init, (int, float)) or not (0 < init < math.inf):
+        raise ValueError(f"a numeric init is a gain and must be a positive finite number; got {init!r}")
+    if norm not in NORMS:
+        raise ValueError(f"norm must be None or 'batch'; got {norm!r}")
+
+
+def _init_weights(net: nn.Module, init: str | float) -> None:
+    """Initialise every Linear/Conv2d weight; ``default`` keeps PyTorch's own init (biases included).
+
+    ``xavier``: N(0, 2 / (fan_in + fan_out)) (Glorot & Bengio 2010). ``kaiming``: N(0, 2 / fan_in)
+    (He et al. 2015, derived for ReLU). A float ``gain``: N(0, gain^2 / fan_in). Biases start at 0.
+    """
+    if init == "default":
+        return
+    for module in net.modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            if init == "xavier":
+                nn.init.xavier_normal_(module.weight)
+            elif init == "kaiming":
+                nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+            else:
+                fan_in = module.weight[0].numel()
+                nn.init.normal_(module.weight, std=float(init) / math.sqrt(fan_in))
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+
+def deep_mlp(
+    depth: int,
+    *,
+    width: int = 64,
+    in_features: int = 32,
+    num_classes: int = 10,
+    activation: str = "sigmoid",
+    init: str | float = "default",
+    residual: bool = False,
+    norm: str | None = None,
+) -> DeepNet:
+    """``depth`` fully connected hidden layers of ``width`` units, then a linear head.
+
+    The first hidden layer maps ``in_features -> width``; with ``residual=True`` every later hidden
+    layer adds its input to its output. Input ``(N, in_features)``, output logits ``(N, num_classes)``.
+    """
+    _check_options(depth, width, activation, init, norm)
+    hidden = [
+        HiddenLayer(
+            nn.Linear(in_features if i == 0 else width, width),
+            nn.BatchNorm1d(width) if norm == "batch" else None,
+            ACTIVATIONS[activation](),
+            residual=residual and i > 0,
+        )
+        for i in range(depth)
+    ]
+    net = DeepNet(hidden, head=nn.Linear(width, num_classes))
+    _init_weights(net, init)
+    return net
+
+
+def deep_cnn(
+    depth: int,
+    *,
+    width: int = 16,
+    in_channels: int = 3,
+    num_classes: int = 10,
+    activation: str = "relu",
+    init: str | float = "default",
+    residual: bool = False,
+    norm: str | None = None,
+) -> DeepNet:
+    """The convolutional counterpart of :func:`deep_mlp`: ``depth`` 3x3 conv layers of ``width`` channels.
+
+    Same options; the head is global average pooling plus a linear layer. Input ``(N, in_channels, H, W)``.
+    """
+    _check_options(depth, width, activation, init, norm)
+    hidden = [
+        HiddenLayer(
+            nn.Conv2d(in_channels if i == 0 else width, width, kernel_size=3, padding=1, bias=norm is None),
+            nn.BatchNorm2d(width) if norm == "batch" else None,
+            ACTIVATIONS[activation](),
+            residual=residual and i > 0,
+        )
+        for i in range(depth)
+    ]
+    head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes))
+    net = DeepNet(hidden, head)
+    _init_weights(net, init)
+    return net
+
+
+def probe_layers(model: nn.Module) -> list[nn.Module]:
+    """The modules whose gradients the probes report, in forward order.
+
+    ``model.hidden`` when the model has it (every network in this package does); otherwise every
+    Linear/Conv2d except the final classifier, in registration order.
+    """
+    hidden = getattr(model, "hidden", None)
+    if isinstance(hidden, nn.ModuleList):
+        return list(hidden)
+    layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    if len(layers) < 2:
+        raise ValueError("the model needs at least one hidden Linear/Conv2d layer before its classifier")
+    return layers[:-1]
+
+
+def _weight_grad_norm(layer: nn.Module) -> float:
+    """L2 norm of the gradients of all weight matrices/kernels in ``layer`` (BN and biases excluded)."""
+    grads = [p.grad for p in layer.parameters() if p.dim() > 1 and p.grad is not None]
+    if not grads:
+        return 0.0
+    # float64 so that squaring tiny (vanished) gradients does not underflow to 0 in the norm itself
+    return math.sqrt(sum(float(g.double().pow(2).sum()) for g in grads))
+
+
+def grad_norms(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, layers: Sequence[nn.Module] | None = None
+) -> list[float]:
+    """Weight-gradient L2 norm of each hidden layer, in forward order (input side first, head excluded).
+
+    One forward and backward pass of the cross-entropy of ``model(x)`` against integer targets ``y``.
+    Parameter gradients already present are replaced. Overflow is data: entries may be ``inf`` or ``nan``.
+    """
+    layers = probe_layers(model) if layers is None else list(layers)
+    model.zero_grad(set_to_none=True)
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    norms = [_weight_grad_norm(layer) for layer in layers]
+    model.zero_grad(set_to_none=True)
+    return norms
+
+
+def activation_grad_norms(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, layers: Sequence[nn.Module] | None = None
+) -> list[float]:
+    """L2 norm of dLoss/d(output of each hidden layer), in forward order; same conventions as :func:`grad_norms`."""
+    layers = probe_layers(model) if layers is None else list(layers)
+    outputs: list[torch.Tensor] = []
+
+    def keep_output(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+        output.retain_grad()
+        outputs.append(output)
+
+    handles = [layer.register_forward_hook(keep_output) for layer in layers]
+    try:
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+    finally:
+        for handle in handles:
+            handle.remove()
+    model.zero_grad(set_to_none=True)
+    if len(outputs) != len(layers):
+        raise ValueError(f"expected one output per probed layer ({len(layers)}), saw {len(outputs)}: is a layer reused?")
+    return [math.sqrt(float(out.grad.double().pow(2).sum())) if out.grad is not None else 0.0 for out in outputs]

@@ -1,0 +1,83 @@
+"""What every notebook's setup cell needs: the smoke switch, the device, seeds, Colab hints.
+
+Smoke mode (``RESNET_LAB_SMOKE=1``) shrinks depths, steps and data so a notebook runs in seconds,
+offline, through the same code paths as a real run. The test suite runs every notebook that way.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["SMOKE_ENV", "smoke_mode", "pick_device", "seed_everything", "in_colab", "Session", "setup_notebook"]
+
+SMOKE_ENV = "RESNET_LAB_SMOKE"
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"", "0", "false", "no", "off"}
+
+
+def smoke_mode() -> bool:
+    """True when ``RESNET_LAB_SMOKE`` asks for smoke mode (``1``); unset or ``0`` means a real run."""
+    value = os.environ.get(SMOKE_ENV, "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"{SMOKE_ENV} must be 1 (smoke mode) or 0 (real run); got {value!r}")
+
+
+def pick_device(preferred: str | None = None) -> torch.device:
+    """The best available device: CUDA, then Apple's MPS, then the CPU (or ``preferred`` if given)."""
+    if preferred is not None:
+        return torch.device(preferred)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators (CPU and every GPU)."""
+    random.seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed)
+    except ImportError:  # NumPy is optional for the package itself
+        pass
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def in_colab() -> bool:
+    """True inside a Google Colab kernel."""
+    return "google.colab" in sys.modules
+
+
+@dataclass(frozen=True)
+class Session:
+    """The settings a notebook runs under, as chosen by :func:`setup_notebook`."""
+
+    device: torch.device
+    smoke: bool
+    seed: int
+
+    def __str__(self) -> str:
+        mode = "SMOKE mode (tiny settings, for tests)" if self.smoke else "real run"
+        return f"device: {self.device} | {mode} | seed {self.seed} | torch {torch.__version__}"
+
+
+def setup_notebook(seed: int = 0, smoke: bool | None = None, device: str | None = None) -> Session:
+    """Seed everything, pick the device, read the smoke switch and print what was chosen.
+
+    ``smoke=None`` reads ``RESNET_LAB_SMOKE``; ``device=None`` picks CUDA > MPS > CPU.
+    """
+    session = Session(device=pick_device(device), smoke=smoke_mode() if smoke is None else smoke, seed=seed)
+    seed_everything(seed)
+    print(session)
+    if in_colab() and session.device.type == "cpu":
+        print("No GPU attached. For the GPU parts: Runtime > Change runtime type > T4 GPU, then run all cells again.")
+    return session
