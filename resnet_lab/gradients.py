@@ -225,5 +225,6 @@ def activation_grad_norms(
             handle.remove()
     model.zero_grad(set_to_none=True)
     if len(outputs) != len(layers):
-        raise ValueError(f"expected one output per probed layer ({len(layers)}), saw {len(outputs)}: is a layer reused?")
+        raise ValueError(f"expected one output per probed layer ({len(layers)}), saw {len(outputs)}: "
+                         "is a layer used twice?")
     return [math.sqrt(float(out.grad.double().pow(2).sum())) if out.grad is not None else 0.0 for out in outputs]

@@ -43,6 +43,7 @@ def plot_layer_norms(
     *,
     label: str,
     color: str,
+    linestyle: str = "-",
     ylabel: str = "weight-gradient L2 norm",
 ) -> None:
     """Plot per-layer norms on a log axis; mark entries a log axis cannot show instead of dropping them.
@@ -56,7 +57,7 @@ def plot_layer_norms(
     underflow = [i for i, v in zip(layers, norms) if v == 0]
     if finite:
         xs, ys = zip(*finite)
-        ax.plot(xs, ys, color=color, label=label, marker="." if len(norms) <= 60 else None)
+        ax.plot(xs, ys, color=color, linestyle=linestyle, label=label)
     ax.set_yscale("log")
     transform = ax.get_xaxis_transform()  # x in data units, y in axes fraction (0 = bottom, 1 = top)
     if overflow:
@@ -65,6 +66,8 @@ def plot_layer_norms(
     if underflow:
         ax.scatter(underflow, [0.03] * len(underflow), transform=transform, marker="v", color=color, s=30,
                    label=f"{label}: underflow (0)", clip_on=False, zorder=3)
+    left, right = ax.get_xlim()  # the edge markers do not take part in autoscaling: cover every layer
+    ax.set_xlim(min(left, 0), max(right, len(norms) + 1))
     ax.set_xlabel("hidden layer (input → output)")
     ax.set_ylabel(ylabel)
     ax.grid(True, which="major", alpha=0.3)

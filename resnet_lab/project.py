@@ -71,7 +71,8 @@ def sync_links(paths: list[Path] | None = None) -> list[Path]:
         paths = sorted((ROOT / "notebooks").glob("*.ipynb"))
         paths += [ROOT / name for name in ("README.md", "CITATION.cff", "pyproject.toml")]
     texts = {path: path.read_text(encoding="utf-8") for path in paths if path.exists()}
-    old_locations = {m.groups() for text in texts.values() for pattern in _OWN_LINKS for m in re.finditer(pattern, text)}
+    old_locations = {match.groups() for text in texts.values() for pattern in _OWN_LINKS
+                     for match in re.finditer(pattern, text)}
     changed = []
     for path, text in texts.items():
         new = _rewrite(text, old_locations)

@@ -11,6 +11,7 @@ import random
 import sys
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 __all__ = ["SMOKE_ENV", "smoke_mode", "pick_device", "seed_everything", "in_colab", "Session", "setup_notebook"]
@@ -43,12 +44,7 @@ def pick_device(preferred: str | None = None) -> torch.device:
 def seed_everything(seed: int) -> None:
     """Seed Python's, NumPy's and torch's generators (CPU and every GPU)."""
     random.seed(seed)
-    try:
-        import numpy as np
-
-        np.random.seed(seed)
-    except ImportError:  # NumPy is optional for the package itself
-        pass
+    np.random.seed(seed)  # noqa: NPY002 -- the legacy global generator is the one third-party code draws from
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 

@@ -6,6 +6,7 @@ width and plain/residual, redrawing the per-layer gradient-norm plot through ``d
 
 from __future__ import annotations
 
+import io
 import time
 from typing import TYPE_CHECKING
 
@@ -68,13 +69,13 @@ def draw_gradient_norms(
     return results
 
 
-def gradient_explorer(depth: int = 50, activation: str = "sigmoid", init: str = "default") -> "ipywidgets.VBox":
+def gradient_explorer(depth: int = 50, activation: str = "sigmoid", init: str = "default") -> ipywidgets.VBox:
     """An ipywidgets panel: change any control and the gradient-norm plot of notebook 01 is redrawn.
 
     Make it the last expression of a cell to show it. Each redraw's time is printed under the plot.
     """
     import ipywidgets as widgets
-    from IPython.display import display
+    from IPython.display import Image
 
     style = {"description_width": "initial"}
     controls = {
@@ -94,10 +95,11 @@ def gradient_explorer(depth: int = 50, activation: str = "sigmoid", init: str = 
         start = time.perf_counter()
         fig = plt.figure(figsize=(7.5, 4.2), layout="constrained")
         draw_gradient_norms(**values, fig=fig)
-        with output:
-            output.clear_output(wait=True)
-            display(fig)
-        plt.close(fig)  # displayed as a static image; closing keeps pyplot from showing it twice
+        png = io.BytesIO()
+        fig.savefig(png, format="png")
+        plt.close(fig)  # shown as a PNG below; closing keeps pyplot from showing it a second time
+        output.outputs = ()
+        output.append_display_data(Image(data=png.getvalue(), format="png"))
         timing.value = f"redrawn in {time.perf_counter() - start:.2f} s"
 
     def on_change(_change: object = None) -> None:

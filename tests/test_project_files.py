@@ -1,0 +1,45 @@
+"""The repository's promises: README commands, CI entry point, lint, licence and citation."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def readme_command(marker: str) -> str:
+    match = re.search(rf"<!-- {marker} -->\s*```bash\n(.+?)\n```", README, flags=re.DOTALL)
+    assert match, f"README lost its {marker} block"
+    return match.group(1).strip()
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert readme_command("test-command") in ci.splitlines()
+
+
+def test_readme_opens_the_notebooks_with_the_same_install():
+    learn, test = readme_command("learn-command"), readme_command("test-command")
+    assert learn.count("\n") == test.count("\n") == 0  # one copy-pasteable line each
+    assert learn.split("&& jupyter lab")[0] == test.split("&& python -m pytest")[0]
+    assert "jupyter lab notebooks" in learn
+
+
+def test_requirements_admit_the_local_torch_and_never_pin_it():
+    requirements = (ROOT / "requirements.txt").read_text(encoding="utf-8")
+    for package in ("torch", "torchvision", "jupyterlab", "ipywidgets", "matplotlib", "tqdm", "nbval", "pytest"):
+        assert re.search(rf"^{package}(>=|$)", requirements, flags=re.MULTILINE), package
+    assert "==" not in requirements and "-e ." in requirements
+
+
+def test_ruff_is_clean_on_package_tests_and_notebooks():
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "."], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_licence_and_citation():
+    assert "MIT License" in (ROOT / "LICENSE").read_text(encoding="utf-8")
+    citation = (ROOT / "CITATION.cff").read_text(encoding="utf-8")
+    assert "Deep Residual Learning for Image Recognition" in citation and "Krizhevsky" in citation

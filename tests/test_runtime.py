@@ -1,0 +1,70 @@
+"""resnet_lab.runtime and the notebooks' setup cells, including the Colab branch (with a fake google.colab)."""
+
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+
+from resnet_lab import project, runtime
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("value, expected", [("1", True), ("true", True), ("0", False), ("", False)])
+def test_smoke_switch(monkeypatch, value, expected):
+    monkeypatch.setenv(runtime.SMOKE_ENV, value)
+    assert runtime.smoke_mode() is expected
+
+
+def test_smoke_switch_unset_is_a_real_run(monkeypatch):
+    monkeypatch.delenv(runtime.SMOKE_ENV, raising=False)
+    assert runtime.smoke_mode() is False
+
+
+def test_bad_smoke_value_says_what_is_valid(monkeypatch):
+    monkeypatch.setenv(runtime.SMOKE_ENV, "maybe")
+    with pytest.raises(ValueError, match="must be 1 .* or 0"):
+        runtime.smoke_mode()
+
+
+def test_setup_notebook_seeds_and_reports(capsys):
+    session = runtime.setup_notebook(seed=7, smoke=True, device="cpu")
+    first = torch.rand(3)
+    runtime.setup_notebook(seed=7, smoke=True, device="cpu")
+    assert torch.equal(first, torch.rand(3))
+    assert session.device == torch.device("cpu") and session.smoke and session.seed == 7
+    assert "SMOKE mode" in capsys.readouterr().out
+
+
+def test_device_preference_order():
+    expected = "cuda" if torch.cuda.is_available() else None
+    assert runtime.pick_device().type in {"cuda", "mps", "cpu"}
+    if expected:
+        assert runtime.pick_device().type == expected
+
+
+def setup_cell(path: Path) -> str:
+    cells = nbformat.read(path, as_version=4).cells
+    return next(c.source for c in cells if c.cell_type == "code" and '"google.colab" in sys.modules' in c.source)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_setup_cell_installs_the_package_on_colab_only(path, monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(subprocess, "run", lambda args, **kwargs: calls.append(args))
+    namespace = {"SMOKE": True, "SEED": 0, "DEVICE": "cpu"}
+    exec(setup_cell(path), namespace)  # not on Colab: installs nothing
+    assert calls == []
+
+    monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    exec(setup_cell(path), namespace)
+    (args,) = calls
+    assert args[:4] == [sys.executable, "-m", "pip", "install"]
+    assert args[-1] == project.install_spec()
+    assert not any(arg.startswith(("torch", "ipywidgets", "--force")) for arg in args)  # never reinstall/pin them
+    assert "Change runtime type" in capsys.readouterr().out  # no GPU here: the learner is told how to get one
