@@ -12,8 +12,9 @@ import math
 from collections.abc import Callable
 
 import torch
+from torch import nn
 
-__all__ = ["check_init_std", "check_input_gradient"]
+__all__ = ["check_init_std", "check_input_gradient", "check_basic_block"]
 
 
 class _Fail(Exception):
@@ -132,3 +133,119 @@ def check_input_gradient(
                     "from the output back, g <- W_l.T @ ((1 - h_l**2) * g).")
 
     return _run_check("check_input_gradient", check, strict)
+
+
+# ---------------------------------------------------------------------------------------------- notebook 02
+
+
+def _modules_in_call_order(block: nn.Module, x: torch.Tensor) -> list[nn.Module]:
+    """Conv2d and BatchNorm2d modules of ``block`` in the order its forward pass calls them."""
+    called: list[nn.Module] = []
+    hooks = [m.register_forward_hook(lambda module, _inputs, _output: called.append(module))
+             for m in block.modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
+    try:
+        block(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return called
+
+
+def _is_3x3(module: nn.Module) -> bool:
+    return isinstance(module, nn.Conv2d) and module.kernel_size == (3, 3)
+
+
+def check_basic_block(block_class: Callable[..., nn.Module], strict: bool = False) -> bool:
+    """Check a learner's ``BasicBlock(in_channels, out_channels, stride=1)`` with shortcut A or B.
+
+    Its two 3x3 convolutions are taken as the residual branch. Checked: output shapes (stride 1 and 2,
+    channel changes), BatchNorm, the stride on the first 3x3, the parameter count against
+    ``resnet_lab.blocks.BasicBlock`` with the same shortcut, gradient through the shortcut when the 3x3
+    weights are zero, and the computation itself, ReLU after the addition included.
+    """
+    from .blocks import BasicBlock
+
+    def check() -> str:
+        torch.manual_seed(0)
+        cases = {(16, 16, 1): None, (16, 32, 2): None}
+        for in_channels, out_channels, stride in cases:
+            try:
+                block = block_class(in_channels, out_channels, stride)
+            except NotImplementedError:
+                raise
+            except Exception as error:
+                name = getattr(block_class, "__name__", "your block")
+                raise _Fail(f"{name}({in_channels}, {out_channels}, stride={stride}) failed: "
+                            f"{type(error).__name__}: {error}") from None
+            x = torch.randn(2, in_channels, 8, 8)
+            try:
+                out = block(x)
+            except RuntimeError as error:
+                if out_channels != in_channels or stride != 1:
+                    raise _Fail(f"with {in_channels} -> {out_channels} channels and stride {stride} the forward pass "
+                                f"fails ({error}). When the shape changes the shortcut must change it too: "
+                                "zero-pad and subsample (option A) or a 1x1 conv with the stride + BatchNorm "
+                                "(option B).") from None
+                raise
+            expected = (2, out_channels, 8 // stride, 8 // stride)
+            if tuple(out.shape) != expected:
+                raise _Fail(f"for in={in_channels}, out={out_channels}, stride={stride} the output has shape "
+                            f"{tuple(out.shape)}, expected {expected}.")
+            cases[(in_channels, out_channels, stride)] = (block, x)
+
+        for (in_channels, out_channels, stride), (block, x) in cases.items():
+            called = _modules_in_call_order(block, x)
+            convs = [m for m in called if _is_3x3(m)]
+            if not any(isinstance(m, nn.BatchNorm2d) for m in called):
+                raise _Fail("no BatchNorm: follow each 3x3 convolution with nn.BatchNorm2d (He et al. 2016 put BN "
+                            "after every convolution, before the activation).")
+            if len(convs) != 2:
+                raise _Fail(f"the residual branch should have two 3x3 convolutions; yours calls {len(convs)}.")
+            if stride == 2 and convs[0].stride != (2, 2):
+                raise _Fail("put the stride on the first 3x3 convolution (as the paper and torchvision do), so the "
+                            "second one already works on the smaller map.")
+            projection = any(isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) for m in called)
+            reference = BasicBlock(in_channels, out_channels, stride, shortcut="B" if projection else "A")
+            ours, theirs = _count(reference), _count(block)
+            if theirs != ours:
+                bias = any(m.bias is not None for m in convs)
+                hint = " Convolutions followed by BatchNorm need no bias (bias=False)." if bias else ""
+                raise _Fail(f"{in_channels} -> {out_channels}, stride {stride}: {theirs:,} parameters, but a basic "
+                            f"block with shortcut {'B' if projection else 'A'} has {ours:,}.{hint}")
+
+        block, x = cases[(16, 16, 1)]
+        with torch.no_grad():
+            for conv in (m for m in block.modules() if _is_3x3(m)):
+                conv.weight.zero_()
+        x = x.clone().requires_grad_(True)
+        block(x).sum().backward()
+        if x.grad is None or not x.grad.abs().sum() > 0:
+            raise _Fail("no gradient reaches the input when the 3x3 weights are zero: the block has no shortcut. "
+                        "Add the input to the branch's output before the final ReLU: out = relu(F(x) + x).")
+
+        torch.manual_seed(1)
+        block, reference = block_class(16, 16, 1).eval(), BasicBlock(16, 16, 1).eval()
+        x = torch.randn(2, 16, 8, 8)
+        convs = [m for m in _modules_in_call_order(block, x) if _is_3x3(m)]
+        with torch.no_grad():
+            reference.conv1.weight.copy_(convs[0].weight)
+            reference.conv2.weight.copy_(convs[1].weight)
+            for bn in (m for m in block.modules() if isinstance(m, nn.BatchNorm2d)):
+                bn.reset_parameters()  # BN as the identity (eval mode, fresh statistics) in both blocks
+                bn.reset_running_stats()
+            got, want = block(x), reference(x)
+        if not torch.allclose(got, want, atol=1e-5):
+            if (got < 0).any():
+                raise _Fail("the output has negative values: apply the ReLU after the addition, "
+                            "out = relu(bn2(conv2(...)) + shortcut(x)), not to the branch before it.")
+            raise _Fail("same layers, different result. The block should compute relu(bn2(conv2(relu(bn1(conv1(x)))))"
+                        " + shortcut(x)): one ReLU inside the branch, one after the addition, none before it.")
+        kind = "B (projection)" if any(isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)
+                                       for m in cases[(16, 32, 2)][0].modules()) else "A (zero-padding)"
+        return f"shapes, parameters, stride, shortcut gradient and ReLU placement all correct (shortcut {kind})."
+
+    return _run_check("check_basic_block", check, strict)
+
+
+def _count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
-__all__ = ["init_std", "input_gradient"]
+__all__ = ["init_std", "input_gradient", "BasicBlockA"]
 
 
 def init_std(fan_in: int, activation: str) -> float:
@@ -25,3 +27,21 @@ def input_gradient(weights: list[torch.Tensor], x: torch.Tensor, grad_output: to
     for w, h in zip(reversed(weights), reversed(activations)):
         g = w.T @ ((1 - h**2) * g)  # J_l^T g with J_l = diag(1 - h_l^2) W_l
     return g
+
+
+class BasicBlockA(nn.Module):
+    """Notebook 02: a basic residual block with the parameter-free shortcut A (He et al. 2016, section 4.2)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.stride, self.extra_channels = stride, out_channels - in_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = F.pad(x[:, :, :: self.stride, :: self.stride], (0, 0, 0, 0, 0, self.extra_channels))
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + identity)

@@ -1,0 +1,208 @@
+"""Residual blocks (He et al. 2016, "Deep Residual Learning"; "Identity Mappings in Deep Residual Networks").
+
+Every block takes ``(in_channels, out_channels, stride=1, shortcut="A", zero_init_residual=False)``, where
+``out_channels`` is always the block's output width. Attribute names follow torchvision's ``models/resnet.py``
+(``conv1``, ``bn1``, ``conv2``, ``bn2``, ``conv3``, ``bn3``, ``downsample``), so its weights load into ours.
+
+Shortcuts, where the block's output shape differs from its input's or everywhere:
+
+* ``"A"`` — parameter-free: subsample with the stride and zero-pad the new channels (the paper's CIFAR nets);
+* ``"B"`` — a 1x1 convolution + BatchNorm projection only where the shape changes (torchvision's choice);
+* ``"C"`` — a projection in every block.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "SHORTCUTS",
+    "conv3x3",
+    "conv1x1",
+    "PaddingShortcut",
+    "PlainBlock",
+    "BasicBlock",
+    "Bottleneck",
+    "PreActBlock",
+    "BLOCKS",
+]
+
+SHORTCUTS = ("A", "B", "C")
+
+
+def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
+    """3x3 convolution with padding 1 and no bias (the BatchNorm after it has one)."""
+    return nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+def conv1x1(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
+    """1x1 convolution without bias."""
+    return nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False)
+
+
+class PaddingShortcut(nn.Module):
+    """Option A: keep every ``stride``-th pixel and append zero channels up to ``out_channels``. No parameters."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+        super().__init__()
+        self.extra_channels = out_channels - in_channels
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, :: self.stride, :: self.stride]  # (N, C_in, H/s, W/s)
+        return F.pad(x, (0, 0, 0, 0, 0, self.extra_channels))  # (N, C_out, H/s, W/s), new channels all zero
+
+    def extra_repr(self) -> str:
+        return f"stride={self.stride}, extra_channels={self.extra_channels}"
+
+
+def _check_block_args(in_channels: int, out_channels: int, stride: int, shortcut: str) -> None:
+    for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer; got {value!r}")
+    if stride not in (1, 2):
+        raise ValueError(f"stride must be 1 or 2; got {stride!r}")
+    if shortcut not in SHORTCUTS:
+        raise ValueError(f"shortcut must be one of 'A' (zero-padding), 'B' (projection where the shape changes) "
+                         f"or 'C' (projection everywhere); got {shortcut!r}")
+
+
+def _make_shortcut(in_channels: int, out_channels: int, stride: int, shortcut: str) -> nn.Module | None:
+    """The ``downsample`` module of a block, or None when the skip is the plain identity."""
+    shape_changes = stride != 1 or in_channels != out_channels
+    if shortcut == "C" or (shortcut == "B" and shape_changes):
+        # torchvision's layout (downsample.0 = conv, downsample.1 = BN), so its weights load unchanged
+        return nn.Sequential(conv1x1(in_channels, out_channels, stride), nn.BatchNorm2d(out_channels))
+    if shortcut == "A" and shape_changes:
+        if out_channels < in_channels:
+            raise ValueError(f"shortcut 'A' can only add channels by zero-padding ({in_channels} -> {out_channels} "
+                             "removes some); use shortcut 'B' or 'C'")
+        return PaddingShortcut(in_channels, out_channels, stride)
+    return None
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with BatchNorm; ``relu(F(x) + shortcut(x))`` (He et al. 2016, Fig. 2)."""
+
+    has_skip = True
+
+    def __init__(
+        self, in_channels: int, out_channels: int, stride: int = 1, shortcut: str = "A",
+        zero_init_residual: bool = False,
+    ) -> None:
+        super().__init__()
+        _check_block_args(in_channels, out_channels, stride, shortcut)
+        self.conv1 = conv3x3(in_channels, out_channels, stride)  # the stride sits on the first 3x3
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = conv3x3(out_channels, out_channels)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU()
+        self.downsample = _make_shortcut(in_channels, out_channels, stride, shortcut) if self.has_skip else None
+        if zero_init_residual:  # the branch starts at 0, so the block starts as (ReLU of) its shortcut
+            nn.init.zeros_(self.bn2.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out = out + identity  # the residual connection
+        return self.relu(out)  # ReLU after the addition
+
+
+class PlainBlock(BasicBlock):
+    """A :class:`BasicBlock` without the skip: the same layers and parameters, ``relu(F(x))``.
+
+    ``shortcut`` is accepted for a uniform signature and ignored; a plain block has no residual branch
+    to zero, so ``zero_init_residual=True`` is refused.
+    """
+
+    has_skip = False
+
+    def __init__(
+        self, in_channels: int, out_channels: int, stride: int = 1, shortcut: str = "A",
+        zero_init_residual: bool = False,
+    ) -> None:
+        if zero_init_residual:
+            raise ValueError("zero_init_residual would zero a plain block's output; it only makes sense with a skip")
+        super().__init__(in_channels, out_channels, stride, shortcut)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)))
+
+
+class Bottleneck(nn.Module):
+    """1x1 (reduce to ``out_channels // 4``) -> 3x3 -> 1x1 (expand), with BatchNorm; ``relu(F(x) + shortcut(x))``.
+
+    Like torchvision ("ResNet v1.5") the stride sits on the 3x3 convolution; the paper put it on the first
+    1x1 (``stride_in_1x1=True``), which costs fewer multiply-adds and a little accuracy.
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, stride: int = 1, shortcut: str = "B",
+        zero_init_residual: bool = False, *, stride_in_1x1: bool = False,
+    ) -> None:
+        super().__init__()
+        _check_block_args(in_channels, out_channels, stride, shortcut)
+        if out_channels % 4:
+            raise ValueError(f"a bottleneck's out_channels must be divisible by 4 (its inner width is out_channels/4); "
+                             f"got {out_channels}")
+        width = out_channels // 4
+        self.conv1 = conv1x1(in_channels, width, stride if stride_in_1x1 else 1)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = conv3x3(width, width, 1 if stride_in_1x1 else stride)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = conv1x1(width, out_channels)
+        self.bn3 = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU()
+        self.downsample = _make_shortcut(in_channels, out_channels, stride, shortcut)
+        if zero_init_residual:
+            nn.init.zeros_(self.bn3.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))  # (N, out/4, H, W)
+        out = self.relu(self.bn2(self.conv2(out)))  # (N, out/4, H/s, W/s)
+        out = self.bn3(self.conv3(out))  # (N, out, H/s, W/s)
+        return self.relu(out + identity)
+
+
+class PreActBlock(nn.Module):
+    """Pre-activation block (He et al. 2016, "Identity Mappings"): ``x + conv(relu(bn(conv(relu(bn(x))))))``.
+
+    Nothing follows the addition, so the skip path from any block to any later one is a clean identity.
+    Where the block has a shortcut module it takes the pre-activated input, as in the paper's code.
+    ``zero_init_residual`` zeroes ``bn2``'s scale, which makes the block exactly the identity at init.
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, stride: int = 1, shortcut: str = "A",
+        zero_init_residual: bool = False,
+    ) -> None:
+        super().__init__()
+        _check_block_args(in_channels, out_channels, stride, shortcut)
+        self.bn1 = nn.BatchNorm2d(in_channels)
+        self.conv1 = conv3x3(in_channels, out_channels, stride)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.conv2 = conv3x3(out_channels, out_channels)
+        self.relu = nn.ReLU()
+        self.downsample = _make_shortcut(in_channels, out_channels, stride, shortcut)
+        if zero_init_residual:
+            nn.init.zeros_(self.bn2.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = self.relu(self.bn1(x))
+        identity = x if self.downsample is None else self.downsample(pre)
+        out = self.conv1(pre)
+        out = self.conv2(self.relu(self.bn2(out)))
+        return out + identity  # no ReLU after the addition
+
+
+BLOCKS: dict[str, type[nn.Module]] = {
+    "plain": PlainBlock,
+    "basic": BasicBlock,
+    "bottleneck": Bottleneck,
+    "preact": PreActBlock,
+}
