@@ -27,6 +27,7 @@ __all__ = [
     "Bottleneck",
     "PreActBlock",
     "BLOCKS",
+    "BlockStack",
 ]
 
 SHORTCUTS = ("A", "B", "C")
@@ -206,3 +207,33 @@ BLOCKS: dict[str, type[nn.Module]] = {
     "bottleneck": Bottleneck,
     "preact": PreActBlock,
 }
+
+
+class BlockStack(nn.Module):
+    """``n_blocks`` identical same-width blocks between a 3x3 conv stem and a pooled linear classifier.
+
+    A probe network for gradient experiments (the blocks are ``self.hidden``, which ``grad_norms`` reads);
+    the full CIFAR/ImageNet ResNets live in ``resnet_lab.models``. Input ``(N, 3, H, W)``.
+    """
+
+    def __init__(self, block: str, n_blocks: int, width: int = 16, shortcut: str = "A",
+                 zero_init_residual: bool = False, num_classes: int = 10) -> None:
+        super().__init__()
+        if block not in BLOCKS:
+            raise ValueError(f"block must be one of {', '.join(map(repr, BLOCKS))}; got {block!r}")
+        if isinstance(n_blocks, bool) or not isinstance(n_blocks, int) or n_blocks < 1:
+            raise ValueError(f"n_blocks must be a positive integer; got {n_blocks!r}")
+        self.stem = nn.Sequential(conv3x3(3, width), nn.BatchNorm2d(width), nn.ReLU())
+        self.hidden = nn.ModuleList(
+            BLOCKS[block](width, width, 1, shortcut, zero_init_residual) for _ in range(n_blocks)
+        )
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes))
+        for module in self.modules():  # He et al. 2015 init, as torchvision's ResNet
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for block in self.hidden:
+            x = block(x)
+        return self.head(x)

@@ -167,12 +167,13 @@ def deep_cnn(
 def probe_layers(model: nn.Module) -> list[nn.Module]:
     """The modules whose gradients the probes report, in forward order.
 
-    ``model.hidden`` when the model has it (every network in this package does); otherwise every
-    Linear/Conv2d except the final classifier, in registration order.
+    ``model.hidden`` (the probe networks here) or ``model.blocks`` (the ResNets of ``resnet_lab.models``)
+    when the model has one; otherwise every Linear/Conv2d except the final classifier, in registration order.
     """
-    hidden = getattr(model, "hidden", None)
-    if isinstance(hidden, nn.ModuleList):
-        return list(hidden)
+    for name in ("hidden", "blocks"):
+        layers = getattr(model, name, None)
+        if isinstance(layers, (nn.ModuleList, list)) and layers:
+            return list(layers)
     layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
     if len(layers) < 2:
         raise ValueError("the model needs at least one hidden Linear/Conv2d layer before its classifier")

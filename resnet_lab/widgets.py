@@ -2,25 +2,29 @@
 
 ``gradient_explorer()`` (notebook 01): sliders for depth, activation, initialisation, normalisation,
 width and plain/residual, redrawing the per-layer gradient-norm plot through ``draw_gradient_norms``.
+``block_explorer()`` (notebook 02): block type, shortcut, zero-init and stack depth, redrawing shapes,
+parameter counts and per-block gradient norms through ``draw_block_gradients``.
 """
 
 from __future__ import annotations
 
 import io
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import torch
 from matplotlib.figure import Figure
 
+from .blocks import BLOCKS, SHORTCUTS, BlockStack
 from .gradients import ACTIVATIONS, deep_mlp, grad_norms
 from .plots import describe, plot_layer_norms, variant_color
 
 if TYPE_CHECKING:
     import ipywidgets
 
-__all__ = ["VARIANTS", "draw_gradient_norms", "gradient_explorer"]
+__all__ = ["VARIANTS", "draw_gradient_norms", "gradient_explorer", "draw_block_gradients", "block_explorer"]
 
 VARIANTS = ("plain", "residual", "both")
 INIT_CHOICES = ("default", "xavier", "kaiming", "gain")
@@ -75,7 +79,6 @@ def gradient_explorer(depth: int = 50, activation: str = "sigmoid", init: str = 
     Make it the last expression of a cell to show it. Each redraw's time is printed under the plot.
     """
     import ipywidgets as widgets
-    from IPython.display import Image
 
     style = {"description_width": "initial"}
     controls = {
@@ -88,13 +91,36 @@ def gradient_explorer(depth: int = 50, activation: str = "sigmoid", init: str = 
         "width": widgets.IntSlider(64, min=8, max=256, step=8, description="width", continuous_update=False),
         "variant": widgets.ToggleButtons(options=list(VARIANTS), value="both", description="network"),
     }
-    output = widgets.Output()
-    timing = widgets.Label()
 
-    def redraw(**values: object) -> None:
+    def before_redraw() -> None:
+        controls["gain"].disabled = controls["init"].value != "gain"
+
+    rows = [["depth", "width"], ["activation", "init", "gain"], ["norm", "variant"]]
+    return _panel(controls, rows, draw_gradient_norms, before_redraw)
+
+
+def _panel(
+    controls: dict[str, ipywidgets.Widget],
+    rows: list[list[str]],
+    draw: Callable[..., object],
+    before_redraw: Callable[[], None] | None = None,
+    figsize: tuple[float, float] = (7.5, 4.2),
+) -> ipywidgets.VBox:
+    """Rows of ``controls`` above a plot that ``draw(**values, fig=fig)`` redraws on every change.
+
+    The figure is shown as a PNG inside an Output widget (no ipympl needed); its redraw time below it.
+    """
+    import ipywidgets as widgets
+    from IPython.display import Image
+
+    output, timing = widgets.Output(), widgets.Label()
+
+    def redraw(_change: object = None) -> None:
+        if before_redraw is not None:
+            before_redraw()
         start = time.perf_counter()
-        fig = plt.figure(figsize=(7.5, 4.2), layout="constrained")
-        draw_gradient_norms(**values, fig=fig)
+        fig = plt.figure(figsize=figsize, layout="constrained")
+        draw(**{name: control.value for name, control in controls.items()}, fig=fig)
         png = io.BytesIO()
         fig.savefig(png, format="png")
         plt.close(fig)  # shown as a PNG below; closing keeps pyplot from showing it a second time
@@ -102,18 +128,75 @@ def gradient_explorer(depth: int = 50, activation: str = "sigmoid", init: str = 
         output.append_display_data(Image(data=png.getvalue(), format="png"))
         timing.value = f"redrawn in {time.perf_counter() - start:.2f} s"
 
-    def on_change(_change: object = None) -> None:
-        controls["gain"].disabled = controls["init"].value != "gain"
-        redraw(**{name: control.value for name, control in controls.items()})
-
     for control in controls.values():
-        control.observe(on_change, names="value")
-    panel = widgets.VBox([
-        widgets.HBox([controls["depth"], controls["width"]]),
-        widgets.HBox([controls["activation"], controls["init"], controls["gain"]]),
-        widgets.HBox([controls["norm"], controls["variant"]]),
-        output,
-        timing,
-    ])
-    on_change()
-    return panel
+        control.observe(redraw, names="value")
+    redraw()
+    return widgets.VBox([widgets.HBox([controls[name] for name in row]) for row in rows] + [output, timing])
+
+
+def draw_block_gradients(
+    block: str = "basic",
+    shortcut: str = "A",
+    zero_init: bool = False,
+    n_blocks: int = 27,
+    *,
+    batch_size: int = 8,
+    image_size: int = 16,
+    seed: int = 0,
+    fig: Figure | None = None,
+) -> dict[str, object]:
+    """Per-block gradient norms of a ``BlockStack`` of ``block``s, beside the plain stack of the same depth.
+
+    The text panel gives the shapes and parameter count of one downsampling block (16 -> 32 channels,
+    stride 2) of that type and shortcut. Returns ``norms`` (this block), ``plain_norms`` and ``parameters``.
+    """
+    if block not in BLOCKS:
+        raise ValueError(f"block must be one of {', '.join(map(repr, BLOCKS))}; got {block!r}")
+    width = 64 if block == "bottleneck" else 16  # a bottleneck's inner width is width / 4
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch_size, 3, image_size, image_size, generator=generator)
+    y = torch.randint(10, (batch_size,), generator=generator)
+    norms = {}
+    for name in dict.fromkeys(["plain", block]):
+        torch.manual_seed(seed)
+        net = BlockStack(name, n_blocks, width, shortcut, zero_init_residual=zero_init and name != "plain")
+        norms[name] = grad_norms(net, x, y)
+    down = BLOCKS[block](width, 2 * width, 2, shortcut, zero_init and block != "plain")
+    down_in = torch.zeros(1, down.conv1.in_channels, 32, 32)
+    parameters = sum(p.numel() for p in down.parameters())
+    fig = fig if fig is not None else plt.figure(figsize=(9, 4.2), layout="constrained")
+    fig.clear()
+    ax_text, ax = fig.subplots(1, 2, width_ratios=[1, 2.2])
+    ax_text.axis("off")
+    ax_text.text(0, 1, "\n".join([
+        f"{type(down).__name__}, shortcut {shortcut}" + (", zero-init" if zero_init and block != "plain" else ""),
+        "downsampling instance (stride 2):",
+        f"  in  {tuple(down_in.shape)}",
+        f"  out {tuple(down(down_in).shape)}",
+        f"  parameters {parameters:,}",
+        f"  shortcut parameters {sum(p.numel() for p in (down.downsample or torch.nn.Identity()).parameters()):,}",
+        "",
+        f"stack: {n_blocks} blocks of width {width}",
+    ]), va="top", family="monospace", fontsize=9)
+    for name, values in norms.items():
+        label = "plain" if name == "plain" else f"residual ({name})"
+        plot_layer_norms(ax, values, label=label, color=variant_color(name != "plain"))
+    ax.set_xlabel("block (input → output)")
+    ax.set_ylabel("block weight-gradient L2 norm")
+    ax.set_title(f"{n_blocks} {block} blocks, with BatchNorm, He init")
+    ax.legend(fontsize="small")
+    return {"norms": norms[block], "plain_norms": norms["plain"], "parameters": parameters}
+
+
+def block_explorer(block: str = "basic", n_blocks: int = 27) -> ipywidgets.VBox:
+    """An ipywidgets panel: choose block type, shortcut, zero-init and depth; see shapes, parameters, gradients."""
+    import ipywidgets as widgets
+
+    controls = {
+        "block": widgets.Dropdown(options=list(BLOCKS), value=block, description="block"),
+        "shortcut": widgets.ToggleButtons(options=list(SHORTCUTS), value="A", description="shortcut"),
+        "zero_init": widgets.Checkbox(False, description="zero-init last BN"),
+        "n_blocks": widgets.IntSlider(n_blocks, min=1, max=60, description="blocks", continuous_update=False),
+    }
+    return _panel(controls, [["block", "shortcut"], ["zero_init", "n_blocks"]], draw_block_gradients,
+                  figsize=(9, 4.2))

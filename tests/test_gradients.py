@@ -135,3 +135,13 @@ def test_tiny_gradients_are_not_lost_to_float32_underflow_in_the_norm():
     from resnet_lab.gradients import _weight_grad_norm
 
     assert _weight_grad_norm(layer) == pytest.approx(4e-25)
+
+
+def test_resnets_are_probed_block_by_block():
+    from resnet_lab.models import resnet20
+
+    torch.manual_seed(0)
+    model = resnet20()
+    assert probe_layers(model) == model.blocks
+    norms = grad_norms(model, torch.randn(2, 3, 32, 32), torch.tensor([1, 2]))
+    assert len(norms) == 9 and all(v > 0 and math.isfinite(v) for v in norms)

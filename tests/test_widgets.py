@@ -8,7 +8,14 @@ import pytest
 
 from resnet_lab.gradients import ACTIVATIONS
 from resnet_lab.plots import PLAIN_COLOR, RESIDUAL_COLOR
-from resnet_lab.widgets import INIT_CHOICES, VARIANTS, draw_gradient_norms, gradient_explorer
+from resnet_lab.widgets import (
+    INIT_CHOICES,
+    VARIANTS,
+    block_explorer,
+    draw_block_gradients,
+    draw_gradient_norms,
+    gradient_explorer,
+)
 
 
 @pytest.mark.parametrize(
@@ -62,3 +69,29 @@ def test_explorer_panel_redraws_when_a_control_changes():
     assert not controls["gain (init='gain')"].disabled
     controls["network"].value = "residual"
     assert len(plt.get_fignums()) == 0  # every redraw closes its figure
+
+
+@pytest.mark.parametrize("block", ["plain", "basic", "bottleneck", "preact"])
+@pytest.mark.parametrize("shortcut", ["A", "B", "C"])
+@pytest.mark.parametrize("zero_init", [False, True])
+def test_block_explorer_callback_for_every_control(block, shortcut, zero_init):
+    from resnet_lab.blocks import BLOCKS
+
+    fig = plt.figure()
+    result = draw_block_gradients(block, shortcut, zero_init, n_blocks=3, batch_size=2, image_size=8, fig=fig)
+    assert len(result["norms"]) == len(result["plain_norms"]) == 3
+    width = 64 if block == "bottleneck" else 16
+    expected = BLOCKS[block](width, 2 * width, 2, shortcut)
+    assert result["parameters"] == sum(p.numel() for p in expected.parameters())
+    text = fig.axes[0].texts[0].get_text()
+    assert f"parameters {result['parameters']:,}" in text and "out (1, " in text
+    plt.close(fig)
+
+
+def test_block_explorer_panel():
+    panel = block_explorer(n_blocks=2)
+    output = panel.children[-2]
+    first = output.outputs
+    panel.children[0].children[0].value = "preact"
+    assert output.outputs != first
+    assert len(plt.get_fignums()) == 0

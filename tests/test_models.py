@@ -1,0 +1,180 @@
+"""resnet_lab.models against its oracles: the paper's parameter counts (Table 6) and torchvision's ResNets."""
+
+import math
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from resnet_lab import models
+from resnet_lab.blocks import BasicBlock, Bottleneck, PlainBlock, PreActBlock
+from resnet_lab.gradients import grad_norms
+from resnet_lab.models import build_model, cifar_resnet, count_parameters, imagenet_resnet
+
+CIFAR_PARAMS = {20: 269_722, 32: 464_154, 44: 658_586, 56: 853_018, 110: 1_727_962, 1202: 19_421_274}
+IMAGENET_PARAMS = {18: 11_689_512, 34: 21_797_672, 50: 25_557_032, 101: 44_549_160, 152: 60_192_808}
+PAPER_DEPTHS = (20, 32, 44, 56, 110)
+
+
+def batch(n: int = 2, size: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, size, size, generator=generator), torch.randint(10, (n,), generator=generator)
+
+
+@pytest.mark.parametrize("depth", CIFAR_PARAMS)
+def test_cifar_parameter_counts_are_exact(depth):
+    assert count_parameters(cifar_resnet(depth)) == CIFAR_PARAMS[depth]
+
+
+@pytest.mark.parametrize("depth", PAPER_DEPTHS)
+def test_factories_and_plain_twins_match_the_residual_nets(depth):
+    residual, plain = getattr(models, f"resnet{depth}")(), getattr(models, f"plain{depth}")()
+    assert count_parameters(residual) == count_parameters(plain) == CIFAR_PARAMS[depth]
+    assert len(residual.blocks) == len(plain.blocks) == 3 * (depth - 2) // 6
+    assert [name for name, _ in residual.named_parameters()] == [name for name, _ in plain.named_parameters()]
+    assert all(type(block) is BasicBlock for block in residual.blocks)
+    assert all(type(block) is PlainBlock for block in plain.blocks)
+
+
+def test_factories_pass_options_through():
+    net = models.resnet20(num_classes=100, shortcut="B")
+    assert net.fc.out_features == 100
+    assert isinstance(net.layer2[0].downsample, nn.Sequential)  # a 1x1 projection, not zero-padding
+
+
+@pytest.mark.parametrize("depth", IMAGENET_PARAMS)
+def test_imagenet_parameter_counts_are_exact(depth):
+    assert count_parameters(imagenet_resnet(depth)) == IMAGENET_PARAMS[depth]
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+def test_torchvision_weights_load_and_give_the_same_outputs(depth):
+    torch.manual_seed(0)
+    theirs = getattr(torchvision.models, f"resnet{depth}")().eval()  # random init, nothing downloaded
+    ours = imagenet_resnet(depth).eval()
+    their_state, our_state = theirs.state_dict(), ours.state_dict()
+    assert list(our_state) == list(their_state)
+    assert all(our_state[key].shape == their_state[key].shape for key in their_state)
+    ours.load_state_dict(their_state, strict=True)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected, actual = theirs(x), ours(x)
+    assert actual.shape == (2, 1000)
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0)
+
+
+def test_stride_in_1x1_moves_the_stride_and_keeps_the_parameters():
+    paper, v15 = imagenet_resnet(50, stride_in_1x1=True), imagenet_resnet(50)
+    assert count_parameters(paper) == count_parameters(v15)
+    assert paper.layer2[0].conv1.stride == (2, 2) and paper.layer2[0].conv2.stride == (1, 1)
+    assert v15.layer2[0].conv1.stride == (1, 1) and v15.layer2[0].conv2.stride == (2, 2)
+    with pytest.raises(ValueError, match="only applies to bottleneck"):
+        imagenet_resnet(18, stride_in_1x1=True)
+
+
+@pytest.mark.parametrize(
+    "depth, parts",
+    [
+        (21, ["6n+2", "got 21", "nearest valid: 20, 26"]),
+        (57, ["got 57", "nearest valid: 56, 62"]),
+        (5, ["got 5", "nearest valid: 8"]),
+        (20.0, ["integer", "got 20.0"]),
+    ],
+)
+def test_invalid_cifar_depth_names_the_nearest_valid_ones(depth, parts):
+    with pytest.raises(ValueError) as info:
+        cifar_resnet(depth)
+    for part in parts:
+        assert part in str(info.value)
+
+
+def test_invalid_imagenet_depth_and_options_are_refused():
+    with pytest.raises(ValueError, match=r"18, 34, 50, 101, 152.*got 20"):
+        imagenet_resnet(20)
+    with pytest.raises(ValueError, match="preact=True needs residual=True"):
+        cifar_resnet(20, residual=False, preact=True)
+    with pytest.raises(ValueError, match="shortcut must be one of"):
+        cifar_resnet(20, residual=False, shortcut="D")
+    with pytest.raises(ValueError, match="zero_init_residual"):
+        cifar_resnet(20, residual=False, zero_init_residual=True)
+
+
+@pytest.mark.parametrize(
+    "name, parts",
+    [
+        ("resnet21", ["'resnet21'", "6n+2", "nearest valid: resnet20, resnet26"]),
+        ("plain51", ["nearest valid: plain50, plain56"]),
+        ("preact_resnet3", ["nearest valid: preact_resnet8"]),
+        ("imagenet_resnet20", ["'imagenet_resnet20'", "18, 34, 50, 101, 152"]),
+        ("vgg16", ["'vgg16'", "resnet{6n+2}", "plain{6n+2}", "preact_resnet{6n+2}", "imagenet_resnet{18,34,50"]),
+        ("resnet", ["valid names"]),
+    ],
+)
+def test_build_model_rejects_unknown_names_with_the_valid_forms(name, parts):
+    with pytest.raises(ValueError) as info:
+        build_model(name)
+    for part in parts:
+        assert part in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "kind, depth", [("resnet", d) for d in PAPER_DEPTHS] + [("plain", 20), ("preact_resnet", 20)]
+)
+def test_forward_gives_one_logit_per_class(kind, depth):
+    torch.manual_seed(0)
+    net = build_model(f"{kind}{depth}")
+    out = net(batch()[0])
+    assert out.shape == (2, 10) and torch.isfinite(out).all()
+
+
+def test_modules_are_registered_in_forward_order():
+    names = [name for name, _ in models.resnet20().named_children()]
+    assert names == ["conv1", "bn1", "relu", "layer1", "layer2", "layer3", "avgpool", "fc"]
+    state = list(models.resnet20().state_dict())
+    assert state[0] == "conv1.weight" and state[1] == "bn1.weight" and state[-2:] == ["fc.weight", "fc.bias"]
+    preact = cifar_resnet(20, preact=True)  # stem is the conv alone; BN-ReLU after the last block
+    names = [name for name, _ in preact.named_children()]
+    assert names == ["conv1", "layer1", "layer2", "layer3", "final_bn", "relu", "avgpool", "fc"]
+    assert list(preact.state_dict())[:2] == ["conv1.weight", "layer1.0.bn1.weight"]
+    assert all(type(block) is PreActBlock for block in preact.blocks)
+
+
+@pytest.mark.parametrize("name", ["resnet20", "plain20", "preact_resnet20"])
+def test_blocks_feed_the_gradient_probe(name):
+    torch.manual_seed(0)
+    net = build_model(name)
+    assert len(net.blocks) == 9  # 3n with n = 3
+    assert [net.blocks.index(block) for block in net.layer2] == [3, 4, 5]  # forward order
+    norms = grad_norms(net, *batch(8), layers=net.blocks)
+    assert len(norms) == 9
+    assert all(isinstance(v, float) and math.isfinite(v) and v > 0 for v in norms)
+
+
+def test_imagenet_blocks_and_shapes():
+    net = imagenet_resnet(50)
+    assert len(net.blocks) == 16 and all(type(block) is Bottleneck for block in net.blocks)
+    assert [stage[0].conv3.out_channels for stage in net.stages] == [256, 512, 1024, 2048]
+    assert len(imagenet_resnet(18).blocks) == 8
+
+
+def test_init_is_kaiming_fan_out_and_bn_starts_at_identity():
+    torch.manual_seed(0)
+    net = models.resnet56()
+    conv = net.layer2[0].conv1  # 16 -> 32, 3x3: fan_out = 32 * 9 (fan_in = 16 * 9 would be sqrt(2) wider)
+    assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / (32 * 9)), rel=0.05)
+    for module in net.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            assert torch.all(module.weight == 1) and torch.all(module.bias == 0)
+    zeroed = models.resnet20(zero_init_residual=True)
+    assert all(torch.all(block.bn2.weight == 0) and torch.all(block.bn1.weight == 1) for block in zeroed.blocks)
+
+
+def test_build_model_round_trips():
+    assert count_parameters(build_model("resnet56")) == 853_018
+    assert count_parameters(build_model("resnet50")) == count_parameters(cifar_resnet(50))  # CIFAR, not ImageNet
+    plain = build_model("plain20")
+    assert all(type(block) is PlainBlock and block.downsample is None for block in plain.blocks)
+    assert count_parameters(build_model("imagenet_resnet18")) == count_parameters(imagenet_resnet(18))
+    assert count_parameters(build_model("imagenet_resnet18")) == IMAGENET_PARAMS[18]
+    assert all(type(block) is PreActBlock for block in build_model("preact_resnet32").blocks)
