@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-__all__ = ["check_init_std", "check_input_gradient", "check_basic_block"]
+__all__ = ["check_init_std", "check_input_gradient", "check_basic_block", "check_cifar_param_count"]
 
 
 class _Fail(Exception):
@@ -249,3 +249,46 @@ def check_basic_block(block_class: Callable[..., nn.Module], strict: bool = Fals
 
 def _count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+# ---------------------------------------------------------------------------------------------- notebook 03
+
+
+def check_cifar_param_count(param_count: Callable[[int], int], strict: bool = False) -> bool:
+    """Check ``param_count(n)``: parameters of the CIFAR ResNet with ``n`` blocks per stage (depth 6n+2, shortcut A).
+
+    Compared with ``resnet_lab.models.cifar_resnet(6n + 2)`` for several ``n``; typical omissions (BatchNorm,
+    the classifier's bias, the stem, the first block of a stage changing the width) get their own hint.
+    """
+    from .models import cifar_resnet
+
+    def check() -> str:
+        for n in (1, 2, 3, 9, 18):
+            model = cifar_resnet(6 * n + 2)
+            want = _count(model)
+            got = param_count(n)
+            if isinstance(got, bool) or not isinstance(got, int):
+                raise _Fail(f"return an int (a count of parameters); got {type(got).__name__}")
+            if got == want:
+                continue
+            batchnorm = sum(_count(m) for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+            missing = want - got
+            if missing == batchnorm:
+                raise _Fail(f"n={n}: {got:,} is short by exactly the BatchNorm parameters ({batchnorm:,}): every "
+                            "BatchNorm2d(C) has a scale and a shift per channel, 2C parameters.")
+            if missing == 10:
+                raise _Fail(f"n={n}: {got:,} is short by 10 — the classifier's bias (Linear(64, 10) has 64*10 + 10).")
+            if missing == 650:
+                raise _Fail(f"n={n}: {got:,} is short by 650 — the classifier Linear(64, 10).")
+            if missing in (432, 464):
+                raise _Fail(f"n={n}: {got:,} is short by {missing} — the stem: a 3x3 conv from 3 to 16 channels "
+                            "(432 weights) and its BatchNorm (32).")
+            if missing == -(9 * 16 * 32 + 9 * 32 * 64):  # stage widths used for the first convs' inputs too
+                raise _Fail(f"n={n}: {got:,} vs {want:,}: the first block of stages 2 and 3 maps the *previous* width "
+                            "to the new one (16 -> 32, 32 -> 64) in its first conv; the others keep the width.")
+            raise _Fail(f"n={n} (depth {6 * n + 2}): you count {got:,}, the network has {want:,} "
+                        f"(difference {missing:+,}). Count 3x3 conv weights (9 * C_in * C_out, no bias), 2C per "
+                        "BatchNorm, the stem and the classifier; shortcut A adds none.")
+        return "your formula matches the networks for n = 1, 2, 3, 9, 18 (ResNet-8 to ResNet-110)."
+
+    return _run_check("check_cifar_param_count", check, strict)

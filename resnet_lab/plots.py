@@ -10,8 +10,11 @@ from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
+from matplotlib.patches import Arc, Rectangle
+from torch import nn
 
-__all__ = ["PLAIN_COLOR", "RESIDUAL_COLOR", "variant_color", "describe", "plot_layer_norms", "new_axes"]
+__all__ = ["PLAIN_COLOR", "RESIDUAL_COLOR", "variant_color", "describe", "plot_layer_norms", "new_axes",
+           "draw_network"]
 
 PLAIN_COLOR = "C1"
 RESIDUAL_COLOR = "C0"
@@ -71,3 +74,58 @@ def plot_layer_norms(
     ax.set_xlabel("hidden layer (input → output)")
     ax.set_ylabel(ylabel)
     ax.grid(True, which="major", alpha=0.3)
+
+
+def _block_summary(block: nn.Module) -> tuple[int, int, str]:
+    """(output channels, stride, skip kind) of a block from ``resnet_lab.blocks``, read off its layers."""
+    convs = [m for m in block.modules() if isinstance(m, nn.Conv2d)]
+    branch = [m for m in convs if not any(m is d for d in (block.downsample or nn.Identity()).modules())]
+    stride = max(m.stride[0] for m in convs)
+    if not getattr(block, "has_skip", True):
+        skip = "none"
+    elif block.downsample is None:
+        skip = "identity"
+    elif any(isinstance(m, nn.Conv2d) for m in block.downsample.modules()):
+        skip = "projection"
+    else:
+        skip = "zero-pad"
+    return branch[-1].out_channels, stride, skip
+
+
+def draw_network(model: nn.Module, ax: Axes | None = None, title: str | None = None) -> Axes:
+    """Draw a ResNet from ``resnet_lab.models`` as a row of blocks with their skip connections.
+
+    Read from the model itself: one box per block (label: output channels, ``/2`` where it downsamples),
+    coloured by stage; arcs above the boxes are the skips — solid for the identity, dashed for zero-padding
+    (option A), dotted with a square for a projection; a plain network has none.
+    """
+    stages = model.stages
+    n_boxes = 2 + sum(len(stage) for stage in stages)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(6.0, 0.55 * n_boxes + 1), 2.2), layout="constrained")
+    x = 0.0
+    ax.add_patch(Rectangle((x, 0), 0.8, 1, facecolor="0.85", edgecolor="0.3"))
+    ax.text(x + 0.4, 0.5, "stem", ha="center", va="center", fontsize=7, rotation=90)
+    for stage_index, stage in enumerate(stages):
+        for block in stage:
+            x += 1
+            channels, stride, skip = _block_summary(block)
+            ax.add_patch(Rectangle((x, 0), 0.8, 1, facecolor=f"C{stage_index + 2}", alpha=0.45, edgecolor="0.3"))
+            ax.text(x + 0.4, 0.5, f"{channels}" + ("\n/2" if stride == 2 else ""), ha="center", va="center",
+                    fontsize=7)
+            if skip != "none":
+                style = {"identity": "-", "zero-pad": "--", "projection": ":"}[skip]
+                ax.add_patch(Arc((x + 0.4, 1.0), 1.3, 0.9, theta1=0, theta2=180, linestyle=style,
+                                 color=RESIDUAL_COLOR, linewidth=1.2))
+                if skip == "projection":
+                    ax.plot([x + 0.4], [1.45], marker="s", color=RESIDUAL_COLOR, markersize=4)
+    x += 1
+    ax.add_patch(Rectangle((x, 0), 0.8, 1, facecolor="0.85", edgecolor="0.3"))
+    ax.text(x + 0.4, 0.5, "pool\n+fc", ha="center", va="center", fontsize=7)
+    ax.set_xlim(-0.3, x + 1.1)
+    ax.set_ylim(-0.2, 1.7)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    if title:
+        ax.set_title(title, fontsize=10)
+    return ax

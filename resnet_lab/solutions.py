@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["init_std", "input_gradient", "BasicBlockA"]
+__all__ = ["init_std", "input_gradient", "BasicBlockA", "cifar_param_count"]
 
 
 def init_std(fan_in: int, activation: str) -> float:
@@ -45,3 +45,15 @@ class BasicBlockA(nn.Module):
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return F.relu(out + identity)
+
+
+def cifar_param_count(n: int) -> int:
+    """Notebook 03: parameters of the CIFAR ResNet with n blocks per stage (depth 6n + 2, shortcut A)."""
+
+    def block(c_in: int, c_out: int) -> int:
+        return 9 * c_in * c_out + 9 * c_out * c_out + 2 * 2 * c_out  # two 3x3 convs (no bias), two BatchNorms
+
+    stem = 9 * 3 * 16 + 2 * 16
+    stages = sum(block(c_in, c_out) + (n - 1) * block(c_out, c_out) for c_in, c_out in [(16, 16), (16, 32), (32, 64)])
+    classifier = 64 * 10 + 10
+    return stem + stages + classifier

@@ -84,3 +84,37 @@ def tanh_instead_of_derivative(weights, x, grad_output):
 def test_input_gradient_mistakes_get_their_hint(wrong, hint, capsys):
     assert checks.check_input_gradient(wrong) is False
     assert hint in capsys.readouterr().out
+
+
+def cifar_count_without_batchnorm(n):
+    return solutions.cifar_param_count(n) - (2 * 16 + n * 4 * (16 + 32 + 64))
+
+
+def cifar_count_same_width_blocks(n):
+    def block(c):
+        return 18 * c * c + 4 * c
+
+    return 464 + n * (block(16) + block(32) + block(64)) + 650
+
+
+@pytest.mark.parametrize(
+    "wrong, hint",
+    [
+        (cifar_count_without_batchnorm, "BatchNorm parameters"),
+        (lambda n: solutions.cifar_param_count(n) - 10, "classifier's bias"),
+        (lambda n: solutions.cifar_param_count(n) - 650, "classifier Linear(64, 10)"),
+        (lambda n: solutions.cifar_param_count(n) - 464, "the stem"),
+        (cifar_count_same_width_blocks, "first block of stages 2 and 3"),
+        (lambda n: 270_000, "the network has"),
+        (lambda n: 2.5e5, "return an int"),
+    ],
+)
+def test_cifar_param_count_mistakes_get_their_hint(wrong, hint, capsys):
+    assert checks.check_cifar_param_count(wrong) is False
+    assert hint in capsys.readouterr().out
+
+
+def test_cifar_param_count_reference_and_stub(capsys):
+    assert checks.check_cifar_param_count(solutions.cifar_param_count, strict=True)
+    assert checks.check_cifar_param_count(not_attempted) is False
+    assert "not attempted" in capsys.readouterr().out

@@ -1,0 +1,57 @@
+"""resnet_lab.measure and the network diagram of resnet_lab.plots."""
+
+import matplotlib.pyplot as plt
+import pytest
+from matplotlib.patches import Arc, Rectangle
+
+from resnet_lab.measure import multiply_adds, stage_table, step_cost
+from resnet_lab.models import cifar_resnet, count_parameters, imagenet_resnet
+from resnet_lab.plots import draw_network
+
+
+def test_multiply_adds_match_the_papers_table_1():
+    assert multiply_adds(imagenet_resnet(18), (1, 3, 224, 224)) / 1e9 == pytest.approx(1.8, abs=0.05)
+    assert multiply_adds(imagenet_resnet(34), (1, 3, 224, 224)) / 1e9 == pytest.approx(3.6, abs=0.1)
+    v15 = multiply_adds(imagenet_resnet(50), (1, 3, 224, 224))
+    original = multiply_adds(imagenet_resnet(50, stride_in_1x1=True), (1, 3, 224, 224))
+    assert original / 1e9 == pytest.approx(3.8, abs=0.1) and v15 > original + 0.2e9
+
+
+def test_multiply_adds_leave_the_model_untouched_and_scale_with_depth():
+    model = cifar_resnet(20)
+    macs_20 = multiply_adds(model, (1, 3, 32, 32))
+    assert next(model.parameters()).device.type == "cpu"
+    assert 40e6 < macs_20 < 42e6  # ResNet-20: about 41 million multiply-adds
+    assert multiply_adds(model, (2, 3, 32, 32)) == 2 * macs_20
+    assert multiply_adds(cifar_resnet(56), (1, 3, 32, 32)) > 2.5 * macs_20
+
+
+def test_stage_table_shapes_and_parameters_add_up():
+    model = cifar_resnet(20)
+    rows = stage_table(model, (1, 3, 32, 32))
+    by_name = {row.name: row for row in rows}
+    assert [by_name[f"layer{i}"].output_shape for i in (1, 2, 3)] == [(1, 16, 32, 32), (1, 32, 16, 16), (1, 64, 8, 8)]
+    assert [by_name[f"layer{i}"].blocks for i in (1, 2, 3)] == [3, 3, 3]
+    assert sum(row.parameters for row in rows) == count_parameters(model) == 269_722
+    assert "relu" not in by_name
+
+
+def test_step_cost_measures_time_and_saved_activations():
+    small = step_cost(cifar_resnet(8), 2, repeats=1)
+    large = step_cost(cifar_resnet(8), 4, repeats=1)
+    assert small.milliseconds > 0 and small.peak_cuda_megabytes is None
+    assert large.saved_megabytes == pytest.approx(2 * small.saved_megabytes, rel=0.05)
+
+
+@pytest.mark.parametrize(
+    "model, arcs, projections",
+    [(cifar_resnet(20), 9, 0), (cifar_resnet(20, residual=False), 0, 0), (cifar_resnet(20, shortcut="B"), 9, 2)],
+)
+def test_network_diagram_is_drawn_from_the_model(model, arcs, projections):
+    ax = draw_network(model)
+    assert sum(isinstance(p, Rectangle) for p in ax.patches) == 2 + len(model.blocks)
+    drawn_arcs = [p for p in ax.patches if isinstance(p, Arc)]
+    assert len(drawn_arcs) == arcs
+    assert sum(p.get_linestyle() == ":" for p in drawn_arcs) == projections
+    assert sum(text.get_text().endswith("/2") for text in ax.texts) == 2
+    plt.close(ax.figure)
