@@ -14,7 +14,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-__all__ = ["check_init_std", "check_input_gradient", "check_basic_block", "check_cifar_param_count"]
+__all__ = ["check_init_std", "check_input_gradient", "check_basic_block", "check_cifar_param_count",
+           "check_batch_flip"]
 
 
 class _Fail(Exception):
@@ -292,3 +293,38 @@ def check_cifar_param_count(param_count: Callable[[int], int], strict: bool = Fa
         return "your formula matches the networks for n = 1, 2, 3, 9, 18 (ResNet-8 to ResNet-110)."
 
     return _run_check("check_cifar_param_count", check, strict)
+
+
+# ---------------------------------------------------------------------------------------------- notebook 04
+
+
+def check_batch_flip(flip_batch: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], strict: bool = False) -> bool:
+    """Check ``flip_batch(images, flip)``: mirror left-right exactly the images of ``(N, C, H, W)`` where ``flip``.
+
+    Compared with ``resnet_lab.loader.batch_flip`` on a batch with both flipped and unflipped images.
+    """
+    from .loader import batch_flip
+
+    def check() -> str:
+        generator = torch.Generator().manual_seed(2)
+        images = torch.randint(0, 256, (6, 3, 5, 7), generator=generator, dtype=torch.uint8)
+        flip = torch.tensor([True, False, True, True, False, False])
+        given = images.clone()
+        got = flip_batch(given, flip.clone())
+        if not isinstance(got, torch.Tensor) or got.shape != images.shape:
+            raise _Fail(f"return a tensor of the input's shape {tuple(images.shape)}")
+        want = batch_flip(images, flip)
+        if torch.equal(got, want):
+            if got.data_ptr() == given.data_ptr() or not torch.equal(given, images):
+                raise _Fail("you changed the input in place; return a new tensor (the loader reuses its images)")
+            return "per-sample horizontal flips, batched."
+        if torch.equal(got, images.flip(-1)):
+            raise _Fail("you flipped every image; flip only those where `flip` is True (torch.where broadcasts "
+                        "a (N, 1, 1, 1) mask over the batch).")
+        if torch.equal(got, torch.where(flip[:, None, None, None], images.flip(-2), images)):
+            raise _Fail("that is an upside-down (vertical) flip: mirror the width, the last dimension.")
+        if torch.equal(got, torch.where(~flip[:, None, None, None], images.flip(-1), images)):
+            raise _Fail("you flipped exactly the images that should stay as they are: check the mask.")
+        raise _Fail("some images differ from a left-right mirror of the flagged images (and copies of the rest).")
+
+    return _run_check("check_batch_flip", check, strict)

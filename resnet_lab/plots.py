@@ -14,7 +14,7 @@ from matplotlib.patches import Arc, Rectangle
 from torch import nn
 
 __all__ = ["PLAIN_COLOR", "RESIDUAL_COLOR", "variant_color", "describe", "plot_layer_norms", "new_axes",
-           "draw_network"]
+           "draw_network", "plot_history", "LiveCurves", "plot_confusion"]
 
 PLAIN_COLOR = "C1"
 RESIDUAL_COLOR = "C0"
@@ -128,4 +128,97 @@ def draw_network(model: nn.Module, ax: Axes | None = None, title: str | None = N
     ax.axis("off")
     if title:
         ax.set_title(title, fontsize=10)
+    return ax
+
+
+def plot_history(histories: dict[str, list[dict]], *, metric: str = "error", axes: Sequence[Axes] | None = None,
+                 colors: dict[str, str] | None = None, styles: dict[str, str] | None = None) -> list[Axes]:
+    """Training curves from :func:`resnet_lab.train.fit` histories, one line style per split.
+
+    ``metric="error"`` plots error in % (log axis: errors span decades late in training) for the training,
+    validation and test splits that were measured; ``metric="loss"`` plots cross-entropy. Left: training split;
+    right: held-out splits. ``colors``/``styles`` map run names to colours/line styles.
+    """
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained", sharey=True)
+    for index, (name, history) in enumerate(histories.items()):
+        color = (colors or {}).get(name, f"C{index}")
+        style = (styles or {}).get(name, "-")
+        epochs = [record["epoch"] for record in history]
+        for ax, splits in zip(axes, (("train",), ("val", "test"))):
+            for split in splits:
+                values = [record.get(f"{split}_{'acc' if metric == 'error' else 'loss'}") for record in history]
+                if any(v is None for v in values) or not values:
+                    continue
+                values = [100 * (1 - v) for v in values] if metric == "error" else values
+                ax.plot(epochs, values, style, color=color, label=f"{name} ({split})",
+                        alpha=1.0 if split != "test" else 0.6, marker="." if len(epochs) < 30 else None)
+    ylabel = "error (%)" if metric == "error" else "cross-entropy"
+    for ax, title in zip(axes, ("training", "held out")):
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{title} {ylabel}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize="small")
+    return list(axes)
+
+
+class LiveCurves:
+    """``fit(..., on_epoch_end=LiveCurves("resnet20"))``: redraw the training curves in place after every epoch.
+
+    In a notebook the figure updates in the cell's output (an IPython display handle, no ipympl needed);
+    elsewhere it does nothing visible. ``history`` keeps the records it was given.
+    """
+
+    def __init__(self, name: str, color: str = RESIDUAL_COLOR) -> None:
+        self.name, self.color, self.history = name, color, []
+        self._handle = None
+
+    def __call__(self, record: dict) -> None:
+        from IPython.display import display
+
+        self.history.append(record)
+        fig, axes = plt.subplots(1, 2, figsize=(11, 3.5), layout="constrained")
+        epochs = [r["epoch"] for r in self.history]
+        axes[0].plot(epochs, [r["train_loss"] for r in self.history], color=self.color, marker=".", label="train")
+        for split, style in (("val", "--"), ("test", ":")):
+            if self.history[-1][f"{split}_loss"] is not None:
+                axes[0].plot(epochs, [r[f"{split}_loss"] for r in self.history], style, color=self.color,
+                             marker=".", label=split)
+                axes[1].plot(epochs, [100 * r[f"{split}_acc"] for r in self.history], style, color=self.color,
+                             marker=".", label=split)
+        axes[1].plot(epochs, [100 * r["train_acc"] for r in self.history], color=self.color, marker=".",
+                     label="train")
+        axes[0].set(xlabel="epoch", ylabel="cross-entropy", yscale="log", title=f"{self.name}: loss")
+        axes[1].set(xlabel="epoch", ylabel="accuracy (%)", title=f"{self.name}: accuracy after epoch {epochs[-1]}")
+        for ax in axes:
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize="small")
+        if self._handle is None:
+            self._handle = display(fig, display_id=True)
+        else:
+            self._handle.update(fig)
+        plt.close(fig)
+
+
+def plot_confusion(confusion, classes: Sequence[str], ax: Axes | None = None, title: str = "") -> Axes:
+    """A confusion matrix (rows: true class, columns: prediction) as row-normalised percentages."""
+    import torch
+
+    matrix = torch.as_tensor(confusion, dtype=torch.float64)
+    percent = 100 * matrix / matrix.sum(1, keepdim=True).clamp(min=1)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.5, 5.5), layout="constrained")
+    image = ax.imshow(percent, cmap="Blues", vmin=0, vmax=100)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(j, i, f"{percent[i, j]:.0f}", ha="center", va="center", fontsize=7,
+                    color="white" if percent[i, j] > 50 else "black")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title or "confusion matrix (% of each true class)")
+    ax.figure.colorbar(image, ax=ax, label="% of true class")
     return ax

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["init_std", "input_gradient", "BasicBlockA", "cifar_param_count"]
+__all__ = ["init_std", "input_gradient", "BasicBlockA", "cifar_param_count", "flip_batch"]
 
 
 def init_std(fan_in: int, activation: str) -> float:
@@ -57,3 +57,8 @@ def cifar_param_count(n: int) -> int:
     stages = sum(block(c_in, c_out) + (n - 1) * block(c_out, c_out) for c_in, c_out in [(16, 16), (16, 32), (32, 64)])
     classifier = 64 * 10 + 10
     return stem + stages + classifier
+
+
+def flip_batch(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """Notebook 04: mirror left-right the images of ``(N, C, H, W)`` where the boolean ``flip`` ``(N,)`` is True."""
+    return torch.where(flip[:, None, None, None], images.flip(-1), images)

@@ -45,8 +45,9 @@ def draw_gradient_norms(
 ) -> dict[str, list[float]]:
     """Draw per-layer gradient norms of ``deep_mlp`` networks into ``fig`` (a new figure if None).
 
-    ``init="gain"`` uses ``gain`` (weights ~ N(0, gain^2/fan_in)). ``variant`` is ``plain``, ``residual``
-    or ``both`` (overlaid). The same seed builds the same weights and batch, so only the switch differs.
+    ``init="gain"`` uses ``gain`` (weights ~ N(0, gain^2/fan_in)); ``norm`` is None (or "none") or "batch".
+    ``variant`` is ``plain``, ``residual`` or ``both`` (overlaid). The same seed builds the same weights and
+    batch, so only the switch differs.
     Returns the norms per variant.
     """
     if variant not in VARIANTS:
@@ -54,6 +55,7 @@ def draw_gradient_norms(
     if init not in INIT_CHOICES:
         raise ValueError(f"init must be one of {', '.join(map(repr, INIT_CHOICES))}; got {init!r}")
     init_arg: str | float = gain if init == "gain" else init
+    norm = None if norm == "none" else norm  # the widget's dropdown says "none" (ipywidgets shows None as blank)
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(batch_size, 32, generator=generator)
     y = torch.randint(10, (batch_size,), generator=generator)
@@ -87,7 +89,7 @@ def gradient_explorer(depth: int = 50, activation: str = "sigmoid", init: str = 
         "init": widgets.Dropdown(options=list(INIT_CHOICES), value=init, description="init"),
         "gain": widgets.FloatLogSlider(1.0, base=10, min=-1, max=1, step=0.02, description="gain (init='gain')",
                                        continuous_update=False, style=style),
-        "norm": widgets.Dropdown(options=[("none", None), ("batch", "batch")], value=None, description="norm"),
+        "norm": widgets.Dropdown(options=["none", "batch"], value="none", description="norm"),
         "width": widgets.IntSlider(64, min=8, max=256, step=8, description="width", continuous_update=False),
         "variant": widgets.ToggleButtons(options=list(VARIANTS), value="both", description="network"),
     }

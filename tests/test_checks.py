@@ -118,3 +118,31 @@ def test_cifar_param_count_reference_and_stub(capsys):
     assert checks.check_cifar_param_count(solutions.cifar_param_count, strict=True)
     assert checks.check_cifar_param_count(not_attempted) is False
     assert "not attempted" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "wrong, hint",
+    [
+        (lambda images, flip: images.flip(-1), "you flipped every image"),
+        (lambda images, flip: torch.where(flip[:, None, None, None], images.flip(-2), images), "vertical"),
+        (lambda images, flip: torch.where(~flip[:, None, None, None], images.flip(-1), images), "check the mask"),
+        (lambda images, flip: images, "some images differ"),
+        (lambda images, flip: images[0], "input's shape"),
+    ],
+)
+def test_batch_flip_mistakes_get_their_hint(wrong, hint, capsys):
+    assert checks.check_batch_flip(wrong) is False
+    assert hint in capsys.readouterr().out
+
+
+def test_batch_flip_reference():
+    assert checks.check_batch_flip(solutions.flip_batch, strict=True)
+
+
+def test_batch_flip_in_place_is_refused(capsys):
+    def in_place(images, flip):
+        images[flip] = images[flip].flip(-1)
+        return images
+
+    assert checks.check_batch_flip(in_place) is False
+    assert "in place" in capsys.readouterr().out

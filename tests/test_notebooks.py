@@ -35,14 +35,26 @@ def test_valid_with_cell_ids_and_python3_kernel(notebook):
     assert nb.metadata.kernelspec.name == "python3"
 
 
+DEV_DATA_TAG = "dev-data-images"  # cells showing images of the development data: committed without output
+
+
 def test_executed_in_order_without_errors(notebook):
     path, nb = notebook
     code = [c for c in nb.cells if c.cell_type == "code"]
-    counts = [c.execution_count for c in code]
+    shown = [c for c in code if DEV_DATA_TAG not in c.metadata.get("tags", [])]
+    counts = [c.execution_count for c in shown]
     assert None not in counts, "commit the notebook with the outputs of a real run (Run All in a fresh kernel)"
-    assert counts == list(range(1, len(code) + 1)), "re-run top to bottom in a fresh kernel before committing"
+    assert counts == sorted(set(counts)) and counts[0] == 1, "re-run top to bottom in a fresh kernel"
     errors = [i for i, c in enumerate(code) for o in c.outputs if o.output_type == "error"]
     assert not errors, f"error outputs in code cells {errors}"
+
+
+def test_no_images_of_the_development_data_are_committed(notebook):
+    path, nb = notebook
+    for cell in nb.cells:
+        if DEV_DATA_TAG in cell.metadata.get("tags", []):
+            assert not cell.outputs and cell.execution_count is None, (
+                f"{path.name}: clear the outputs of cells tagged {DEV_DATA_TAG!r} before committing")
 
 
 def test_no_widget_state_and_no_huge_outputs(notebook):

@@ -20,7 +20,7 @@ from resnet_lab.widgets import (
 
 @pytest.mark.parametrize(
     "activation, init, norm, variant",
-    list(itertools.product(ACTIVATIONS, INIT_CHOICES, [None, "batch"], VARIANTS)),
+    list(itertools.product(ACTIVATIONS, INIT_CHOICES, [None, "none", "batch"], VARIANTS)),
 )
 def test_every_control_combination_redraws(activation, init, norm, variant):
     fig = plt.figure()
@@ -95,3 +95,10 @@ def test_block_explorer_panel():
     panel.children[0].children[0].value = "preact"
     assert output.outputs != first
     assert len(plt.get_fignums()) == 0
+
+
+def test_explorer_dropdowns_show_their_value():
+    panel = gradient_explorer(depth=3)
+    dropdowns = [w for box in panel.children[:3] for w in box.children if hasattr(w, "options")]
+    for dropdown in dropdowns:
+        assert dropdown.label, f"{dropdown.description} shows nothing"  # None as a value renders blank
