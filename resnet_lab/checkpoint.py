@@ -24,6 +24,12 @@ METRICS_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "te
                   "images_per_s", "seconds")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
     """Call ``write(temporary_path)``, then move the result onto ``path`` in one step (``os.replace``)."""
     path = Path(path)
@@ -32,6 +38,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None
         temporary = Path(file.name)
     try:
         write(temporary)
+        os.chmod(temporary, 0o666 & ~_umask())  # temporary files are private (0600); give the usual permissions
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)  # only left behind when ``write`` failed or was interrupted

@@ -16,7 +16,9 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
 from .checkpoint import atomic_save
@@ -163,20 +165,20 @@ def _image_files(split_dir: Path) -> dict[str, list[Path]]:
 
 
 def _decode_imagefolder(files: dict[str, list[Path]]) -> tuple[torch.Tensor, torch.Tensor]:
-    from torchvision.io import ImageReadMode, decode_image, read_file
-
+    """Decode every image with PIL (once: the result is cached) into uint8 ``(N, 3, 32, 32)`` and labels."""
     paths = [(label, path) for label, c in enumerate(files) for path in files[c]]
     split = paths[0][1].parents[1].name  # "train" or "test"
     images = torch.empty(len(paths), 3, 32, 32, dtype=torch.uint8)
     for i, (_, path) in enumerate(tqdm(paths, desc=f"decoding {split}", leave=False, disable=len(paths) < 5000)):
         try:
-            image = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)  # (3, H, W) uint8
+            with Image.open(path) as file:
+                pixels = np.array(file.convert("RGB"))  # (H, W, 3) uint8, a writable copy
         except Exception as error:
             raise ValueError(f"cannot decode image {path} ({error}); delete or replace the file") from error
-        if image.shape != (3, 32, 32):
-            raise ValueError(f"image {path} is {image.shape[2]}x{image.shape[1]} pixels; CIFAR-10 images are 32x32 "
+        if pixels.shape != (32, 32, 3):
+            raise ValueError(f"image {path} is {pixels.shape[1]}x{pixels.shape[0]} pixels; CIFAR-10 images are 32x32 "
                              "(resize your images to 32x32 first)")
-        images[i] = image
+        images[i] = torch.from_numpy(pixels).permute(2, 0, 1)
     return images, torch.tensor([label for label, _ in paths], dtype=torch.int64)
 
 

@@ -1,13 +1,53 @@
-"""Training loops. ``train_on_tensors``: a few hundred SGD steps on an in-memory toy task (notebook 01)."""
+"""Training loops: ``train_on_tensors`` (notebook 01's toy SGD loop) and ``fit``, the resumable CIFAR-10 engine.
+
+Run ``python -m resnet_lab.train --model resnet20 --data DIR --epochs 30 --recipe fast --out runs/resnet20``
+(``--smoke`` trains on a synthetic stand-in, no data needed; ``--resume`` continues a stopped run). The same
+command under ``torchrun --standalone --nproc_per_node N -m resnet_lab.train ...`` trains with
+DistributedDataParallel. Recipes live in :mod:`resnet_lab.recipes`, the inner loops in :mod:`resnet_lab.engine`,
+the loader in :mod:`resnet_lab.loader`, checkpoints in :mod:`resnet_lab.checkpoint`.
+
+DDP notes: each rank trains on its shard ``perm[rank::world_size]`` of every epoch with ``batch_size / world_size``
+images per step; BatchNorm is per rank (batch statistics of the rank's own images, as in the paper's multi-GPU
+training), and the running averages are averaged across ranks after each epoch, so every rank holds the same
+weights. Metrics are summed across ranks; only rank 0 prints and writes files.
+"""
 
 from __future__ import annotations
 
+import argparse
+import inspect
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-__all__ = ["train_on_tensors"]
+from .checkpoint import (
+    CHECKPOINT_NAME,
+    METRICS_NAME,
+    atomic_save,
+    load_checkpoint,
+    rng_state,
+    set_rng_state,
+    write_metrics,
+)
+from .data import CifarData
+from .engine import Evaluation, TrainingDiverged, average_buffers, evaluate, train_epoch
+from .engine import world as world_info
+from .loader import TensorLoader
+from .recipes import RECIPES, make_optimizer, make_scheduler
+
+__all__ = ["train_on_tensors", "fit", "evaluate", "Evaluation", "TrainingDiverged", "main"]
+
+# Settings that must match to resume a run: anything else would not continue the same run.
+_RESUME_KEYS = ("model", "recipe", "epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay",
+                "label_smoothing", "warmup", "seed", "data", "train_size")
 
 
 def train_on_tensors(
@@ -48,3 +88,252 @@ def train_on_tensors(
         progress.set_postfix(loss=f"{history['loss'][-1]:.3f}", acc=f"{history['accuracy'][-1]:.2f}")
     model.eval()
     return history
+
+
+def _resolve(recipe: str, **overrides) -> dict:
+    """The recipe's settings with every non-None override applied; lr scales with a changed batch size."""
+    if recipe not in RECIPES:
+        raise ValueError(f"recipe must be one of {', '.join(map(repr, RECIPES))}; got {recipe!r}")
+    config = dict(RECIPES[recipe], recipe=recipe)
+    if overrides.get("batch_size") is not None and overrides.get("lr") is None:  # linear scaling rule
+        config["lr"] = config["lr"] * overrides["batch_size"] / config["batch_size"]
+    config.update({key: value for key, value in overrides.items() if value is not None})
+    return config
+
+
+def _prepare(model: nn.Module, device: torch.device, *, amp: bool | None, channels_last: bool | None,
+             compile: bool) -> tuple[nn.Module, nn.Module, torch.dtype | None, bool]:
+    """The one place for device, precision, memory format and compilation: ``(net, runnable, amp_dtype, cl)``."""
+    cuda = device.type == "cuda"
+    amp = cuda if amp is None else amp
+    amp_dtype = None
+    if amp:  # bfloat16 needs no loss scaling; float16 (older GPUs) does, through the GradScaler
+        amp_dtype = torch.bfloat16 if not cuda or torch.cuda.is_bf16_supported() else torch.float16
+    channels_last = cuda if channels_last is None else channels_last
+    net = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    return net, torch.compile(net) if compile else net, amp_dtype, channels_last
+
+
+def fit(
+    model: nn.Module, data: CifarData, *, epochs: int | None = None, recipe: str = "fast",
+    batch_size: int | None = None, lr: float | None = None, momentum: float | None = None,
+    nesterov: bool | None = None, weight_decay: float | None = None, label_smoothing: float | None = None,
+    warmup: bool | None = None, device: str | torch.device | None = None, amp: bool | None = None,
+    channels_last: bool | None = None, compile: bool = False, out_dir: str | os.PathLike | None = None,
+    resume: bool = False, seed: int = 0, progress: bool = True, model_name: str | None = None,
+    on_epoch_end: Callable[[dict], None] | None = None,
+) -> list[dict]:
+    """Train ``model`` on ``data`` with ``recipe`` ("fast" or "paper", see :mod:`resnet_lab.recipes`).
+
+    Every setting left at ``None`` comes from the recipe (``epochs`` too); ``warmup=None`` turns the paper's
+    warm-up on for nets of 54+ blocks (ResNet-110). ``amp``/``channels_last`` default to on for CUDA only.
+    With ``out_dir``, each epoch ends with an atomic ``checkpoint.pt`` and ``metrics.json``; ``resume=True``
+    continues from the checkpoint (bit-identical on CPU with a fixed thread count). Returns the history: one dict
+    per epoch with ``epoch, train_loss, train_acc, val_loss, val_acc, test_loss, test_acc, images_per_s, seconds,
+    lr, images`` (losses are plain cross-entropy, accuracies fractions, None where not measured; ``seconds`` is the
+    whole epoch, ``images_per_s`` training only). Raises TrainingDiverged on a NaN/inf loss.
+    """
+    from .runtime import pick_device
+
+    rank, world = world_info()
+    device = pick_device(None if device is None else str(device))
+    if world > 1 and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+    name = model_name or type(model).__name__.lower()
+    config = _resolve(recipe, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, nesterov=nesterov,
+                      weight_decay=weight_decay, label_smoothing=label_smoothing)
+    if config["batch_size"] % world:
+        raise ValueError(f"batch_size {config['batch_size']} must be divisible by the {world} processes; "
+                         f"try {config['batch_size'] // world * world or world}")
+    if warmup is None:
+        warmup = recipe == "paper" and len(getattr(model, "blocks", ())) >= 54
+    config.update(model=name, warmup=warmup, seed=seed, data=data.source, train_size=len(data.train_labels))
+    net, runnable, amp_dtype, channels_last = _prepare(model, device, amp=amp, channels_last=channels_last,
+                                                       compile=compile)
+    with torch.no_grad():  # a wrong head fails here with a clear message, not deep in cross_entropy
+        outputs = net.eval()(torch.zeros(1, *data.train_images.shape[1:], device=device)).shape[-1]
+    if outputs != len(data.classes):
+        raise ValueError(f"the model has {outputs} outputs but the data has {len(data.classes)} classes; "
+                         f"build it with num_classes={len(data.classes)}")
+    config.update(amp=str(amp_dtype).removeprefix("torch.") if amp_dtype else None, channels_last=channels_last,
+                  world_size=world, device=device.type)
+
+    # data: the whole set on the device; eval loaders shard too, their sums are reduced in evaluate()
+    loader_options = {"device": device, "channels_last": channels_last, "rank": rank, "world_size": world}
+    train_loader = TensorLoader(data.train_images, data.train_labels, config["batch_size"] // world, train=True,
+                                seed=seed, **loader_options)
+    eval_loaders = {split: TensorLoader(images, labels, min(1024, 2 * config["batch_size"]), train=False,
+                                        **loader_options)
+                    for split, images, labels in (("val", data.val_images, data.val_labels),
+                                                  ("test", data.test_images, data.test_labels)) if images is not None}
+    optimizer = make_optimizer(net, lr=config["lr"], momentum=config["momentum"], nesterov=config["nesterov"],
+                               weight_decay=config["weight_decay"], decay_norm_and_bias=config["decay_norm_and_bias"])
+    scheduler = make_scheduler(optimizer, config, config["epochs"] * len(train_loader), warmup=warmup)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+
+    # resume, or refuse to overwrite a run that exists
+    torch.manual_seed(seed)
+    history: list[dict] = []
+    path = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
+    if path is not None and path.exists():
+        state = load_checkpoint(path)
+        if not resume:
+            raise FileExistsError(f"{path} already holds epoch {state['epoch']} of a run; pass resume=True "
+                                  "(--resume) to continue it, or choose another out_dir (--out) for a new run")
+        changed = {key: (state["config"].get(key), config[key]) for key in _RESUME_KEYS
+                   if state["config"].get(key) != config[key]}
+        if changed:
+            raise ValueError(f"cannot resume {path}: settings differ (saved, now): {changed}; use the saved "
+                             "settings, or another out_dir for a new run")
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        history = state["history"]
+        if progress and rank == 0:
+            tqdm.write(f"resuming {path} after epoch {state['epoch']} of {config['epochs']}")
+    train_model = runnable
+    if world > 1:  # parameters start equal (DDP broadcasts rank 0's); gradients are averaged every step
+        # per-rank BatchNorm: no buffer sync in forward (the default copies rank 0's every step); see _average_buffers
+        no_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in
+                   inspect.signature(nn.parallel.DistributedDataParallel).parameters else {"broadcast_buffers": False})
+        train_model = nn.parallel.DistributedDataParallel(
+            runnable, device_ids=[device.index] if device.type == "cuda" else None, **no_sync)
+
+    # one bar for the whole run (a notebook keeps it), one printed line per epoch
+    bar = tqdm(total=(config["epochs"] - len(history)) * len(train_loader), unit="step", desc=name,
+               disable=not (progress and rank == 0))
+    try:
+        for epoch in range(len(history) + 1, config["epochs"] + 1):
+            start = time.perf_counter()
+            train_loader.set_epoch(epoch)
+            try:
+                totals = train_epoch(train_model, train_loader, optimizer, scheduler, scaler, config, epoch=epoch,
+                                      amp_dtype=amp_dtype, bar=bar)
+            except TrainingDiverged as error:
+                kept = (f"the last good checkpoint ({path}, epoch {len(history)}) is kept" if path and history
+                        else "nothing was saved")
+                raise TrainingDiverged(f"training diverged: {error}; {kept}. Try a lower lr (e.g. lr="
+                                       f"{config['lr'] / 10:.3g}), warm-up (warmup=True, or recipe='fast'), and "
+                                       "check the data normalisation (uint8 images, CIFAR mean/std)") from None
+            train_seconds = time.perf_counter() - start
+            if world > 1:
+                average_buffers(net, world)
+            record = {"epoch": epoch, "train_loss": totals["loss_sum"] / totals["images"],
+                      "train_acc": totals["correct"] / totals["images"], "val_loss": None, "val_acc": None,
+                      "test_loss": None, "test_acc": None}
+            for split, loader in eval_loaders.items():
+                result = evaluate(runnable, loader, num_classes=len(data.classes), amp_dtype=amp_dtype)
+                record.update({f"{split}_loss": result.loss, f"{split}_acc": result.accuracy})
+            record.update(images_per_s=totals["images"] / train_seconds, seconds=time.perf_counter() - start,
+                          lr=optimizer.param_groups[0]["lr"], images=totals["images"])
+            history.append(record)
+            if path is not None and rank == 0:  # checkpoint, then metrics: both atomic
+                atomic_save({"epoch": epoch, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
+                             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state(),
+                             "config": config, "history": history}, path)
+                write_metrics(path.parent / METRICS_NAME, model=name, recipe=recipe, seed=seed, device=device.type,
+                              data=data.source, history=history)
+            if progress and rank == 0:
+                bar.write(_summary(record, config["epochs"]))
+            if on_epoch_end is not None:
+                on_epoch_end(record)
+    except KeyboardInterrupt:
+        if rank == 0:
+            where = f"{path} holds epoch {len(history)}; rerun with resume=True (--resume)" if path else "no out_dir"
+            print(f"\ninterrupted during epoch {len(history) + 1}: {where}", file=sys.stderr)
+        raise
+    finally:
+        bar.close()
+    return history
+
+
+def _summary(record: dict, epochs: int) -> str:
+    """One line per epoch: ``epoch 3/30 | train 0.812 / 71.2% | val ... | test ... | 1234 img/s | 40.1 s``."""
+    parts = [f"epoch {record['epoch']}/{epochs}"]
+    for split in ("train", "val", "test"):
+        if record[f"{split}_loss"] is not None:
+            parts.append(f"{split} loss {record[f'{split}_loss']:.3f} acc {100 * record[f'{split}_acc']:.1f}%")
+    parts.append(f"{record['images_per_s']:.0f} img/s | {record['seconds']:.1f} s")
+    return " | ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------- command line
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m resnet_lab.train", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="resnet20", help="e.g. resnet20, resnet110, plain56, preact_resnet20")
+    parser.add_argument("--data", help="CIFAR-10 folder (cifar-10-batches-py or train/<class>/...); "
+                                       "default $RESNET_LAB_DATA")
+    parser.add_argument("--smoke", action="store_true", help="train on a synthetic stand-in (no data needed)")
+    parser.add_argument("--download", action="store_true", help="fetch CIFAR-10 with torchvision if missing")
+    parser.add_argument("--out", required=True, help="run folder for checkpoint.pt and metrics.json")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    parser.add_argument("--recipe", default="fast", choices=sorted(RECIPES))
+    parser.add_argument("--epochs", type=int, help="default: the recipe's (fast 30, paper 182)")
+    parser.add_argument("--batch-size", type=int, help="global batch; default: the recipe's (fast 256, paper 128)")
+    parser.add_argument("--lr", type=float, help="default: the recipe's, scaled linearly with --batch-size")
+    parser.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=None,
+                        help="the paper's lr/10 warm-up until training error < 80%% (default: on for ResNet-110)")
+    parser.add_argument("--val-split", type=int, default=0, help="training images held out for validation")
+    parser.add_argument("--subset", type=int, help="train on this many images (stratified)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best available)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (fix it for bit-identical resumes)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars or per-epoch lines")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; returns the exit code (2 for bad arguments or missing data, 1 on divergence)."""
+    from .data import load_cifar10
+    from .models import build_model, count_parameters
+    from .runtime import seed_everything
+
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():  # started by torchrun: RANK, WORLD_SIZE, MASTER_ADDR/PORT are set
+        dist.init_process_group("nccl" if torch.cuda.is_available() and args.device != "cpu" else "gloo")
+        if torch.cuda.is_available() and args.device != "cpu":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    rank = dist.get_rank() if world > 1 else 0
+    try:
+        seed_everything(args.seed)  # same initial weights on every rank (DDP broadcasts rank 0's anyway)
+        try:
+            model = build_model(args.model)
+            if rank > 0:
+                dist.barrier()  # rank 0 downloads, decodes and caches first; the others then read its cache
+            data = load_cifar10(args.data, download=args.download, val_split=args.val_split, subset=args.subset,
+                                seed=args.seed, smoke=args.smoke)
+            if rank == 0 and world > 1:
+                dist.barrier()
+        except (ValueError, FileNotFoundError) as error:
+            parser.error(str(error))
+        if rank == 0:
+            print(f"{args.model}: {count_parameters(model):,} parameters | {data} | recipe {args.recipe} | "
+                  f"{world} process(es)", flush=True)
+        try:
+            fit(model, data, epochs=args.epochs, recipe=args.recipe, batch_size=args.batch_size, lr=args.lr,
+                warmup=args.warmup, device=args.device, compile=args.compile, out_dir=args.out,
+                resume=args.resume, seed=args.seed, progress=not args.no_progress, model_name=args.model)
+        except (FileExistsError, ValueError) as error:
+            parser.error(str(error))
+        except TrainingDiverged as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            return 130
+        if rank == 0:
+            print(f"wrote {Path(args.out) / CHECKPOINT_NAME} and {Path(args.out) / METRICS_NAME}")
+        return 0
+    finally:
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

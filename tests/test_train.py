@@ -1,0 +1,218 @@
+"""resnet_lab.train.fit and its command line: learning, checkpoints, divergence, interrupts, exact resume, DDP.
+
+Tiny settings throughout: ResNet-8 on the synthetic smoke stand-in, on the CPU with a fixed thread count.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from resnet_lab.checkpoint import METRICS_FIELDS
+from resnet_lab.data import make_smoke_cifar
+from resnet_lab.loader import TensorLoader
+from resnet_lab.models import cifar_resnet
+from resnet_lab.recipes import LRFactor
+from resnet_lab.train import TrainingDiverged, evaluate, fit, main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {"epochs": 3, "batch_size": 50, "device": "cpu", "progress": False}
+
+
+@pytest.fixture(autouse=True)
+def fixed_threads():
+    """Bit-identical CPU results need the same thread count in every run."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def smoke():
+    return make_smoke_cifar(train_per_class=20, test_per_class=5)
+
+
+def tiny_model(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return cifar_resnet(8)
+
+
+class FailAt:
+    """A forward hook that, at the ``step``-th training forward, returns NaN or raises KeyboardInterrupt."""
+
+    def __init__(self, step: int, error: type[BaseException] | None = None) -> None:
+        self.step, self.error, self.calls = step, error, 0
+
+    def __call__(self, module, inputs, output):
+        if not module.training:
+            return None
+        self.calls += 1
+        if self.calls == self.step:
+            if self.error is not None:
+                raise self.error
+            return output * float("nan")
+        return None
+
+
+def test_fit_lowers_the_loss_and_writes_checkpoint_and_metrics(tmp_path):
+    data = make_smoke_cifar(train_per_class=30, test_per_class=10)
+    seen = []
+    history = fit(tiny_model(), data, **dict(TINY, epochs=4), out_dir=tmp_path, model_name="resnet8",
+                  on_epoch_end=seen.append)
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4] and seen == history
+    assert history[-1]["train_loss"] < 0.7 * history[0]["train_loss"]
+    assert history[-1]["test_acc"] > 0.5 and history[-1]["val_acc"] is None
+    assert all(h["images"] == 300 and h["images_per_s"] > 0 for h in history)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert list(metrics) == ["model", "recipe", "seed", "device", "data", "epochs"]
+    assert (metrics["model"], metrics["recipe"], metrics["seed"], metrics["device"], metrics["data"]) == (
+        "resnet8", "fast", 0, "cpu", "smoke")
+    assert [list(e) for e in metrics["epochs"]] == [list(METRICS_FIELDS)] * 4
+    assert metrics["epochs"][-1]["test_acc"] == pytest.approx(history[-1]["test_acc"])
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 4 and set(state) >= {"model", "optimizer", "scheduler", "scaler", "rng", "config"}
+    with pytest.raises(FileExistsError, match="resume=True"):  # never overwrite a run by accident
+        fit(tiny_model(), data, **TINY, out_dir=tmp_path)
+    with pytest.raises(ValueError, match="settings differ.*batch_size"):
+        fit(tiny_model(), data, **dict(TINY, batch_size=25), out_dir=tmp_path, model_name="resnet8", resume=True)
+    assert fit(tiny_model(), data, **dict(TINY, epochs=4), out_dir=tmp_path, model_name="resnet8",
+               resume=True) == history  # already complete: nothing to do
+
+
+def test_evaluate_returns_loss_accuracy_and_confusion_matrix(smoke):
+    model = tiny_model().eval()
+    loader = TensorLoader(smoke.test_images, smoke.test_labels, 16, train=False)
+    result = evaluate(model, loader)
+    with torch.no_grad():
+        logits = torch.cat([model(x) for x, _ in loader])
+    predictions = logits.argmax(1)
+    assert result.confusion.shape == (10, 10) and result.confusion.dtype == torch.int64
+    assert result.confusion.sum() == 50 and result.confusion[3].sum() == 5
+    assert result.confusion[smoke.test_labels[7], predictions[7]] >= 1
+    assert result.accuracy == pytest.approx((predictions == smoke.test_labels).float().mean().item())
+    assert result.loss == pytest.approx(torch.nn.functional.cross_entropy(logits, smoke.test_labels).item(), rel=1e-5)
+
+
+def test_nan_loss_stops_with_advice_and_keeps_the_last_good_checkpoint(smoke, tmp_path):
+    model = tiny_model()
+    model.fc.register_forward_hook(FailAt(step=6))  # 4 steps per epoch: epoch 2, step 2
+    with pytest.raises(TrainingDiverged, match=r"epoch 2, step 2 of 4") as error:
+        fit(model, smoke, **TINY, out_dir=tmp_path)
+    for advice in ("lower lr", "warm-up", "normalisation", "epoch 1) is kept"):
+        assert advice in str(error.value)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+    assert len(json.loads((tmp_path / "metrics.json").read_text())["epochs"]) == 1
+    assert not list(tmp_path.glob(".*.tmp"))
+    with pytest.raises(TrainingDiverged, match="nothing was saved"):  # same without out_dir
+        fit(tiny_model(), smoke, **TINY, lr=1e30)
+
+
+def test_interrupted_run_resumes_bit_identically(smoke, tmp_path):
+    reference = tiny_model()
+    full = fit(reference, smoke, **TINY, out_dir=tmp_path / "full")
+
+    interrupted = tiny_model()
+    interrupted.fc.register_forward_hook(FailAt(step=7, error=KeyboardInterrupt))  # during epoch 2
+    with pytest.raises(KeyboardInterrupt):
+        fit(interrupted, smoke, **TINY, out_dir=tmp_path / "resumed")
+    assert torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)["epoch"] == 1  # intact
+
+    resumed_model = tiny_model(seed=123)  # different initial weights: everything must come from the checkpoint
+    resumed = fit(resumed_model, smoke, **TINY, out_dir=tmp_path / "resumed", resume=True)
+    ours, theirs = resumed_model.state_dict(), reference.state_dict()
+    assert all(torch.equal(ours[key], theirs[key]) for key in theirs)
+    timing = {"images_per_s", "seconds"}
+    assert [{k: v for k, v in h.items() if k not in timing} for h in resumed] == [
+        {k: v for k, v in h.items() if k not in timing} for h in full]
+    final = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)
+    assert final["optimizer"]["state"][0]["momentum_buffer"].equal(
+        torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["optimizer"]["state"][0]["momentum_buffer"])
+
+
+def test_recipes_schedules_and_warmup(smoke, tmp_path):
+    paper = LRFactor("step", 100, milestones=(0.5, 0.75))
+    assert [paper(s) for s in (0, 49, 50, 74, 75, 99)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    cycle = LRFactor("onecycle", 100, warmup_fraction=0.2)
+    assert cycle(0) == pytest.approx(0.05) and cycle(19) == 1 and cycle(60) == pytest.approx(0.5)
+    assert cycle(99) == pytest.approx(1 / 80)
+    cycle.warming_up = True
+    assert cycle(19) == pytest.approx(0.1)
+    # the paper's warm-up: lr/10 until the training error is below 80 %, then the schedule (saved in the checkpoint)
+    fit(tiny_model(), smoke, **TINY, recipe="paper", lr=0.5, warmup=True, out_dir=tmp_path)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert state["config"]["warmup"] and state["scheduler"]["lr_lambdas"][0]["warming_up"] is False
+    assert [g["weight_decay"] for g in state["optimizer"]["param_groups"]] == [1e-4]  # paper: one group, all decayed
+    fit(tiny_model(), smoke, **dict(TINY, epochs=1), out_dir=tmp_path / "fast")
+    state = torch.load(tmp_path / "fast" / "checkpoint.pt", weights_only=True)
+    groups = state["optimizer"]["param_groups"]
+    assert [g["weight_decay"] for g in groups] == [5e-4, 0.0] and groups[0]["nesterov"]  # no decay on BN, biases
+    assert state["config"]["lr"] == pytest.approx(0.2 * 50 / 256) and not state["config"]["warmup"]  # linear scaling
+    with pytest.raises(ValueError, match="recipe must be one of 'paper', 'fast'"):
+        fit(tiny_model(), smoke, recipe="slow", **TINY)
+
+
+# ---------------------------------------------------------------------------------------------- DDP
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ddp_worker(rank: int, world: int, port: int, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        model = tiny_model(seed=rank)  # different initial weights: DDP must broadcast rank 0's
+        data = make_smoke_cifar(train_per_class=10, test_per_class=3)
+        history = fit(model, data, epochs=2, batch_size=20, device="cpu", progress=False, out_dir=f"{out}/run")
+        torch.save({"state": model.state_dict(), "history": history}, f"{out}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_process_gloo_ddp_ends_with_identical_weights(tmp_path):
+    mp.spawn(ddp_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    assert all(torch.equal(ranks[0]["state"][k], ranks[1]["state"][k]) for k in ranks[0]["state"])
+    assert [h["images"] for h in ranks[0]["history"]] == [100, 100]  # the shards add up to the training set
+    assert ranks[0]["history"] == ranks[1]["history"] or all(  # metrics are reduced: every rank reports the same
+        a["train_loss"] == b["train_loss"] and a["test_acc"] == b["test_acc"]
+        for a, b in zip(ranks[0]["history"], ranks[1]["history"]))
+    saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert saved["config"]["world_size"] == 2
+    assert all(torch.equal(saved["model"][k], ranks[0]["state"][k]) for k in saved["model"])
+
+
+# ---------------------------------------------------------------------------------------------- command line
+def test_command_line_smoke_run_end_to_end(tmp_path):
+    env = dict(os.environ, RESNET_LAB_CACHE=str(tmp_path / "cache"), PYTHONPATH=str(ROOT))
+    command = [sys.executable, "-m", "resnet_lab.train", "--model", "resnet8", "--smoke", "--epochs", "2",
+               "--batch-size", "100", "--out", str(tmp_path / "run"), "--threads", "1", "--no-progress"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["model"] == "resnet8" and metrics["data"] == "smoke" and len(metrics["epochs"]) == 2
+    assert all(list(e) == list(METRICS_FIELDS) and 0 <= e["test_acc"] <= 1 for e in metrics["epochs"])
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 2 and cifar_resnet(8).load_state_dict(state["model"])
+
+
+def test_command_line_errors_are_clean(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("RESNET_LAB_DATA", raising=False)
+    for argv, message in ((["--model", "resnet21", "--smoke"], "nearest valid: resnet20, resnet26"),
+                          (["--model", "resnet20", "--data", str(tmp_path / "nothing")], "RESNET_LAB_DATA"),
+                          (["--model", "resnet8"], "no data_dir given")):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*argv, "--out", str(tmp_path / "run"), "--no-progress"])
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
