@@ -35,6 +35,9 @@ def test_valid_with_cell_ids_and_python3_kernel(notebook):
     assert nb.metadata.kernelspec.name == "python3"
 
 
+# Every output of these depends on the data they train on (CIFAR-10 for real, the stand-in in smoke mode), so no
+# cell's committed output can match a smoke run: nbval executes them without comparing outputs.
+DATA_DEPENDENT = {"04_training_cifar10.ipynb"}
 DEV_DATA_TAG = "dev-data-images"  # cells showing images of the development data: committed without output
 
 
@@ -79,4 +82,5 @@ def test_template(notebook):
     assert '"google.colab" in sys.modules' in code[1].source and "setup_notebook" in code[1].source
     sources = "\n".join(c.source for c in code)
     assert "checks.check_" in sources and "solutions." in sources  # an exercise, and its reference checked in smoke
-    assert "# NBVAL_CHECK_OUTPUT" in sources
+    if path.name not in DATA_DEPENDENT:
+        assert "# NBVAL_CHECK_OUTPUT" in sources
