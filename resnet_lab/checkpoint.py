@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 __all__ = ["CHECKPOINT_NAME", "METRICS_NAME", "METRICS_FIELDS", "atomic_write", "atomic_save", "load_checkpoint",
-           "rng_state", "set_rng_state", "write_metrics"]
+           "rng_state", "set_rng_state", "write_metrics", "find_trained"]
 
 CHECKPOINT_NAME, METRICS_NAME = "checkpoint.pt", "metrics.json"
 # The per-epoch fields of metrics.json, in order (accuracies as fractions, None -> null where not measured).
@@ -80,3 +80,22 @@ def write_metrics(path: str | os.PathLike, *, model: str, recipe: str, seed: int
               "epochs": [{field: entry.get(field) for field in METRICS_FIELDS} for entry in history]}
     text = json.dumps(record, indent=2) + "\n"
     atomic_write(path, lambda temporary: temporary.write_text(text))
+
+
+def find_trained(runs: str | os.PathLike, model: str) -> Path | None:
+    """The checkpoint of the longest finished training of ``model`` under ``runs`` (``runs/*/checkpoint.pt``).
+
+    Finished means the last epoch of its schedule is done; longest means the most images seen (epochs x training
+    images). ``None`` when there is none, e.g. before notebook 04 has been run.
+    """
+    best, best_images = None, 0
+    for path in sorted(Path(runs).glob(f"*/{CHECKPOINT_NAME}")):
+        try:
+            state = load_checkpoint(path)
+        except ValueError:  # unreadable: not a run of ours
+            continue
+        config = state.get("config", {})
+        images = state.get("epoch", 0) * config.get("train_size", 0)
+        if config.get("model") == model and state.get("epoch") == config.get("epochs") and images > best_images:
+            best, best_images = path, images
+    return best

@@ -39,8 +39,12 @@ def world() -> tuple[int, int]:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: TensorLoader, *, num_classes: int = 10,
-             amp_dtype: torch.dtype | None = None) -> Evaluation:
-    """Loss, accuracy and confusion matrix of ``model`` (in eval mode) over ``loader``, summed across DDP ranks."""
+             amp_dtype: torch.dtype | None = None, flip: bool = False) -> Evaluation:
+    """Loss, accuracy and confusion matrix of ``model`` (in eval mode) over ``loader``, summed across DDP ranks.
+
+    ``flip=True`` is test-time augmentation: the logits are the mean over each image and its mirror image
+    (what training with random flips taught the net to treat alike; airbench does the same).
+    """
     was_training = model.training
     model.eval()
     device = loader.device
@@ -49,6 +53,8 @@ def evaluate(model: nn.Module, loader: TensorLoader, *, num_classes: int = 10,
     for images, labels in loader:
         with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
             logits = model(images)  # (N, classes)
+            if flip:
+                logits = (logits + model(images.flip(-1))) / 2
         loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
         confusion += torch.bincount(labels * num_classes + logits.argmax(1), minlength=num_classes ** 2)
     if loader.world_size > 1:

@@ -9,7 +9,8 @@ fast (accuracy per unit of compute; each choice with its source):
     Nesterov momentum 0.9; linear warm-up over the first 20 % of steps (at least 100 steps, at most half the run),
     then linear decay to 0 (one-cycle, Smith & Topin 2019; airbench): a 30-epoch budget instead of 182;
     label smoothing 0.1 (Szegedy et al. 2016): less over-confident, slightly more accurate;
-    weight decay 5e-4 on conv/linear weights only, none on BatchNorm or biases (Goyal et al.; airbench).
+    weight decay 5e-4 on conv/linear weights only, none on BatchNorm or biases (Goyal et al.; airbench);
+    evaluation averages the logits of each image and its mirror image (test-time flip, airbench).
     Measured (ResNet-20 on the JPEG copy of CIFAR-10, 1k validation images, 3 epochs, 2-core CPU, ~460 img/s):
     20k training images: batch 256 / lr 0.2 59.4 % val (59.9 % with a plain 20 % warm-up of 47 steps),
     256 / 0.1 56.9 %, 512 / 0.4 23.5 % (too few steps to warm up to lr 0.4). 5k images (60 steps): 35.0 % val;
@@ -41,6 +42,7 @@ RECIPES: dict[str, dict] = {
         "milestones": (0.5, 0.75),  # fractions of all steps where lr /= 10
         "warmup_fraction": 0.0,
         "min_warmup_steps": 0,
+        "eval_flip": False,  # the paper reports single-view test error
     },
     "fast": {
         "epochs": 30,
@@ -55,6 +57,7 @@ RECIPES: dict[str, dict] = {
         "milestones": (),
         "warmup_fraction": 0.2,  # of all steps, linear from lr/warmup_steps up to lr, then linear to 0
         "min_warmup_steps": 100,  # but at least this many (at most half the run): short runs need it most
+        "eval_flip": True,  # evaluate on each image and its mirror, logits averaged (test-time augmentation)
     },
 }
 

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from resnet_lab.checkpoint import METRICS_FIELDS
+from resnet_lab.checkpoint import METRICS_FIELDS, find_trained
 from resnet_lab.data import make_smoke_cifar
 from resnet_lab.loader import TensorLoader
 from resnet_lab.models import cifar_resnet
@@ -99,6 +99,29 @@ def test_evaluate_returns_loss_accuracy_and_confusion_matrix(smoke):
     assert result.confusion[smoke.test_labels[7], predictions[7]] >= 1
     assert result.accuracy == pytest.approx((predictions == smoke.test_labels).float().mean().item())
     assert result.loss == pytest.approx(torch.nn.functional.cross_entropy(logits, smoke.test_labels).item(), rel=1e-5)
+
+
+def test_evaluate_with_flip_averages_the_logits_of_each_image_and_its_mirror(smoke):
+    model = tiny_model().eval()
+    loader = TensorLoader(smoke.test_images, smoke.test_labels, 16, train=False)
+    with torch.no_grad():
+        logits = torch.cat([(model(x) + model(x.flip(-1))) / 2 for x, _ in loader])
+    result = evaluate(model, loader, flip=True)
+    assert result.loss == pytest.approx(torch.nn.functional.cross_entropy(logits, smoke.test_labels).item(), rel=1e-5)
+    assert result.accuracy == pytest.approx((logits.argmax(1) == smoke.test_labels).float().mean().item())
+    assert result.loss != pytest.approx(evaluate(model, loader).loss, rel=1e-4)  # the mirror images do count
+
+
+def test_find_trained_picks_the_longest_finished_run_of_a_model(smoke, tmp_path):
+    assert find_trained(tmp_path, "resnet8") is None  # nothing trained yet (e.g. notebook 04 not run)
+    fit(tiny_model(), smoke, **dict(TINY, epochs=1), out_dir=tmp_path / "short", model_name="resnet8")
+    fit(tiny_model(), smoke, **dict(TINY, epochs=2), out_dir=tmp_path / "long", model_name="resnet8")
+    fit(tiny_model(), smoke, **dict(TINY, epochs=3), out_dir=tmp_path / "other", model_name="plain8")
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "checkpoint.pt").write_text("not a checkpoint")
+    assert find_trained(tmp_path, "resnet8") == tmp_path / "long" / "checkpoint.pt"
+    assert find_trained(tmp_path, "plain8") == tmp_path / "other" / "checkpoint.pt"
+    assert find_trained(tmp_path, "resnet20") is None
 
 
 def test_nan_loss_stops_with_advice_and_keeps_the_last_good_checkpoint(smoke, tmp_path):

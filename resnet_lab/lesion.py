@@ -1,0 +1,153 @@
+"""Deleting blocks from a trained network (Veit et al. 2016, "Residual Networks Behave Like Ensembles of
+Relatively Shallow Networks", Sec. 4).
+
+Removing one block from a trained ResNet barely hurts its test accuracy, and removing several degrades it smoothly,
+whereas removing any layer of a plain (VGG-style) net destroys it (Figs. 3-5). Veit et al. read this as evidence
+that a ResNet is an ensemble of many paths, most of which survive the loss of one block.
+
+``lesioned(model, blocks)`` replaces blocks by their skip path for the duration of a ``with`` statement: the block
+computes what it would compute with its residual branch deleted. For a plain block, which has no skip, removing
+it means replacing it by the identity (by the parameter-free option-A shortcut where it changes the shape, so the
+network still runs): the deletion of a layer that Veit et al. compare with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .blocks import BasicBlock, Bottleneck, PaddingShortcut, PlainBlock, PreActBlock
+from .landscape import loss_and_accuracy
+
+__all__ = ["skip_path", "lesioned", "lesion_accuracy", "single_lesions", "lesion_sets", "random_lesions"]
+
+
+def _shortcut(block: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    return (lambda x: x) if block.downsample is None else block.downsample
+
+
+def skip_path(block: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """What ``block`` computes with its residual branch deleted.
+
+    * ``BasicBlock``, ``Bottleneck``: ``relu(shortcut(x))``, the ReLU after the addition kept. With the identity
+      shortcut this is ``x`` itself, since ``x`` is the output of an earlier ReLU and so already >= 0; with a
+      projection (option B) the ReLU does act.
+    * ``PreActBlock``: ``x``, or ``shortcut(relu(bn1(x)))`` where the block has a shortcut module (it takes the
+      pre-activated input, as in the block's forward).
+    * ``PlainBlock``: the identity, or option A's subsample-and-zero-pad where the block changes the shape.
+    """
+    if isinstance(block, PlainBlock):  # before BasicBlock: PlainBlock subclasses it
+        conv = block.conv1
+        if conv.stride == (1, 1) and conv.in_channels == conv.out_channels:
+            return lambda x: x
+        padding = PaddingShortcut(conv.in_channels, conv.out_channels, conv.stride[0])
+        return lambda x: padding(x)  # a plain function: assigning a module to block.forward would register it
+    if isinstance(block, (BasicBlock, Bottleneck)):
+        shortcut = _shortcut(block)
+        return lambda x: block.relu(shortcut(x))
+    if isinstance(block, PreActBlock):
+        if block.downsample is None:
+            return lambda x: x
+        return lambda x: block.downsample(block.relu(block.bn1(x)))
+    raise TypeError(f"cannot lesion a {type(block).__name__}; supported blocks: PlainBlock, BasicBlock, Bottleneck, "
+                    "PreActBlock (resnet_lab.blocks)")
+
+
+def _blocks_of(model: nn.Module) -> list[nn.Module]:
+    blocks = getattr(model, "blocks", None)
+    if not blocks:
+        raise ValueError(f"{type(model).__name__} has no `.blocks`; lesion a ResNet from resnet_lab.models "
+                         "(e.g. build_model('resnet20'))")
+    return list(blocks)
+
+
+def _check_indices(indices: Iterable[int], n_blocks: int) -> list[int]:
+    """The distinct block indices, sorted; IndexError naming the valid range for any outside it."""
+    indices = list(indices)
+    for index in indices:
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise TypeError(f"block indices must be integers 0..{n_blocks - 1}; got {index!r}")
+        if not 0 <= index < n_blocks:
+            raise IndexError(f"block index {index} is out of range: the model has {n_blocks} blocks, "
+                             f"numbered 0..{n_blocks - 1} in forward order")
+    return sorted(set(indices))
+
+
+@contextmanager
+def lesioned(model: nn.Module, blocks: Iterable[int]) -> Iterator[nn.Module]:
+    """Within the ``with`` statement, the blocks at these indices of ``model.blocks`` compute only their skip path.
+
+    Each block's ``forward`` is swapped for :func:`skip_path` and restored on exit, also after an exception.
+    Yields ``model``.
+    """
+    all_blocks = _blocks_of(model)
+    chosen = [all_blocks[i] for i in _check_indices(blocks, len(all_blocks))]
+    replacements = [skip_path(block) for block in chosen]  # all checked before any block is touched
+    previous = [block.__dict__.get("forward") for block in chosen]  # set by an enclosing lesioned(), if any
+    for block, replacement in zip(chosen, replacements):
+        block.forward = replacement  # an instance attribute, found before the class's forward
+    try:
+        yield model
+    finally:
+        for block, forward in zip(chosen, previous):
+            if forward is None:
+                del block.forward
+            else:
+                block.forward = forward
+
+
+def lesion_accuracy(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, remove: Iterable[int] = (), *,
+    batch_size: int = 500,
+) -> float:
+    """Accuracy (a fraction) of ``model`` in eval mode with the blocks ``remove`` deleted."""
+    with lesioned(model, remove):
+        return loss_and_accuracy(model, images, labels, batch_size=batch_size)[1]
+
+
+def single_lesions(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 500, progress: bool = True,
+) -> list[float]:
+    """Accuracy with block ``i`` deleted, for every ``i`` of ``model.blocks`` (Veit et al. Fig. 3)."""
+    indices = range(len(_blocks_of(model)))
+    return [lesion_accuracy(model, images, labels, [i], batch_size=batch_size)
+            for i in tqdm(indices, desc="single lesions", leave=False, disable=not progress)]
+
+
+def lesion_sets(n_blocks: int, counts: Sequence[int], *, trials: int = 10, seed: int = 0) -> dict[int, list[list[int]]]:
+    """For each count ``k``, ``trials`` random sets of ``k`` distinct block indices (sorted); seeded.
+
+    Sets are drawn independently, so with few blocks the same set can come up twice.
+    """
+    for k in counts:
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= n_blocks:
+            raise ValueError(f"each count must be an integer from 0 to the number of blocks, {n_blocks}; got {k!r}")
+    if trials < 1:
+        raise ValueError(f"trials must be a positive integer; got {trials!r}")
+    generator = torch.Generator().manual_seed(seed)
+    return {k: [sorted(torch.randperm(n_blocks, generator=generator)[:k].tolist()) for _ in range(trials)]
+            for k in counts}
+
+
+def random_lesions(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, counts: Sequence[int], *, trials: int = 10,
+    seed: int = 0, batch_size: int = 500, progress: bool = True,
+) -> dict[int, list[float]]:
+    """For each count ``k``, the accuracy with ``trials`` random sets of ``k`` blocks deleted (Veit et al. Fig. 5).
+
+    The sets are those of :func:`lesion_sets` with the same ``counts``, ``trials`` and ``seed``.
+    """
+    sets = lesion_sets(len(_blocks_of(model)), counts, trials=trials, seed=seed)
+    bar = tqdm(total=len(sets) * trials, desc="random lesions", leave=False, disable=not progress)
+    accuracies: dict[int, list[float]] = {}
+    with bar:
+        for k, removals in sets.items():
+            accuracies[k] = []
+            for remove in removals:
+                accuracies[k].append(lesion_accuracy(model, images, labels, remove, batch_size=batch_size))
+                bar.update()
+    return accuracies
