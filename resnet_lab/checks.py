@@ -12,10 +12,11 @@ import math
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["check_init_std", "check_input_gradient", "check_basic_block", "check_cifar_param_count",
-           "check_batch_flip"]
+           "check_batch_flip", "check_filter_normalize"]
 
 
 class _Fail(Exception):
@@ -328,3 +329,72 @@ def check_batch_flip(flip_batch: Callable[[torch.Tensor, torch.Tensor], torch.Te
         raise _Fail("some images differ from a left-right mirror of the flagged images (and copies of the rest).")
 
     return _run_check("check_batch_flip", check, strict)
+
+
+# ---------------------------------------------------------------------------------------------- notebook 05
+
+
+def _filter_norms(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.flatten(1).norm(dim=1)  # (filters,): one norm per slice along dim 0
+
+
+def check_filter_normalize(
+    filter_normalize_fn: Callable[[dict[str, torch.Tensor], nn.Module], dict[str, torch.Tensor]], strict: bool = False
+) -> bool:
+    """Check ``filter_normalize(direction, model)`` (Li et al. 2018, Sec. 4) against ``resnet_lab.landscape``.
+
+    On a small conv + BatchNorm + linear net whose filters have different norms: every filter (slice along dim 0)
+    of the result must be the direction's filter rescaled to the norm of the weight's filter, and every 1-d
+    parameter (BatchNorm scale and shift, bias) must get zeros.
+    """
+    from .landscape import filter_normalize
+
+    def check() -> str:
+        generator = torch.Generator().manual_seed(5)
+        model = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                              nn.Flatten(), nn.Linear(4, 5))
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(torch.randn(p.shape, generator=generator))
+            model[0].weight.mul_(torch.tensor([0.5, 1.0, 2.0, 4.0]).view(-1, 1, 1, 1))  # unequal filter norms
+        direction = {name: torch.randn(p.shape, generator=generator) for name, p in model.named_parameters()}
+        want = filter_normalize(direction, model)
+        got = filter_normalize_fn({name: d.clone() for name, d in direction.items()}, model)
+        if not isinstance(got, dict):
+            raise _Fail(f"return a dict {{parameter name: tensor}} like the direction; got {type(got).__name__}")
+        missing = sorted(want.keys() - got.keys())
+        if missing:
+            raise _Fail(f"the result has no entry for {missing}: return one tensor per parameter of "
+                        "model.named_parameters(), zeros for the 1-d ones.")
+        for name, weight in model.named_parameters():
+            if not isinstance(got[name], torch.Tensor) or got[name].shape != weight.shape:
+                raise _Fail(f"result[{name!r}] must be a tensor of the parameter's shape {tuple(weight.shape)}")
+        weights = {name: weight.detach() for name, weight in model.named_parameters() if weight.dim() > 1}
+        for name, weight in weights.items():
+            d, g = direction[name], got[name].detach()
+            if torch.allclose(g, want[name], rtol=1e-4, atol=1e-6):
+                continue
+            if torch.allclose(g, weight, rtol=1e-4, atol=1e-6):
+                raise _Fail(f"result[{name!r}] is the weight itself: the direction was ignored. Keep the direction's "
+                            "filters and only change their length: d_i * ||w_i|| / ||d_i||.")
+            if torch.allclose(g, d * weight.norm() / d.norm(), rtol=1e-4, atol=1e-6):
+                raise _Fail(f"result[{name!r}] was normalised as a whole tensor. Normalise each filter separately "
+                            "(each slice along dim 0, one output channel), so that every filter of the direction has "
+                            "the norm of the same filter of the weight: filters of very different sizes stay "
+                            "comparable.")
+            if torch.allclose(_filter_norms(g), torch.ones(len(g)), rtol=1e-4):
+                raise _Fail(f"every filter of result[{name!r}] has norm 1; it should have the norm of the weight's "
+                            "filter, ||w_i||, so that a step alpha moves each filter in proportion to its own size.")
+            if torch.allclose(F.cosine_similarity(g.flatten(1), d.flatten(1), dim=1), torch.ones(len(g)), atol=1e-4):
+                raise _Fail(f"the filters of result[{name!r}] point along the direction's, but their norms "
+                            f"{[round(v, 3) for v in _filter_norms(g).tolist()]} should be the weight's filter norms "
+                            f"{[round(v, 3) for v in _filter_norms(weight).tolist()]}: scale by ||w_i|| / ||d_i||.")
+            raise _Fail(f"result[{name!r}] differs from the filter-normalised direction: filter i should be "
+                        "d_i * ||w_i|| / ||d_i||, with ||.|| the norm of the whole slice along dim 0.")
+        for name, weight in model.named_parameters():
+            if weight.dim() <= 1 and got[name].count_nonzero():
+                raise _Fail(f"result[{name!r}] is not zero. 1-d parameters (BatchNorm scales and shifts, biases) get "
+                            "a zero direction (Li et al. Sec. 4): they are left where training put them.")
+        return "every filter has its weight filter's norm and the BatchNorm and bias entries are zero."
+
+    return _run_check("check_filter_normalize", check, strict)

@@ -5,12 +5,13 @@ normalisation and skip connection are switches, so the effect of each one on the
 ``grad_norms`` runs one backward pass and returns the L2 norm of each hidden layer's weight gradient in
 forward order; ``activation_grad_norms`` does the same for the gradient with respect to each layer's output.
 Non-finite values are results, not errors: an exploding network returns ``inf``/``nan`` entries.
+``BlockGradientRecorder`` follows each block's gradient norm through a whole training run (notebook 05).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,7 @@ __all__ = [
     "probe_layers",
     "grad_norms",
     "activation_grad_norms",
+    "BlockGradientRecorder",
 ]
 
 ACTIVATIONS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU}
@@ -229,3 +231,55 @@ def activation_grad_norms(
         raise ValueError(f"expected one output per probed layer ({len(layers)}), saw {len(outputs)}: "
                          "is a layer used twice?")
     return [math.sqrt(float(out.grad.double().pow(2).sum())) if out.grad is not None else 0.0 for out in outputs]
+
+
+class BlockGradientRecorder:
+    """Records, during training, the gradient norm of each block's parameters after every backward pass.
+
+    ``recorder = BlockGradientRecorder(model)`` (or ``with BlockGradientRecorder(model) as recorder:``) before
+    training; any loop works unchanged, e.g. :func:`resnet_lab.train.fit`. A hook on every parameter receives the
+    gradient of the current backward pass before it is added to ``.grad``, so gradients left from an earlier pass
+    do not count. ``norms`` is ``(steps, blocks)``: row ``t``, column ``i`` is the L2 norm of the gradient of all
+    parameters of block ``i`` (weights, BatchNorm and biases) in backward pass ``t``. With float16 autocast the
+    gradients are the ones the GradScaler scaled up.
+    """
+
+    def __init__(self, model: nn.Module, layers: Sequence[nn.Module] | None = None) -> None:
+        self.layers = probe_layers(model) if layers is None else list(layers)
+        parameters = [(i, p) for i, layer in enumerate(self.layers) for p in layer.parameters() if p.requires_grad]
+        self._layer_of = torch.tensor([i for i, _ in parameters])  # (parameters,) block index of each
+        self._rows: list[torch.Tensor] = []  # per backward pass: (parameters,) gradient norms, on the device
+        self._reached: set[int] = set()  # parameters the current backward pass has reached
+        self._handles = [p.register_hook(self._hook(slot)) for slot, (_, p) in enumerate(parameters)]
+
+    def _hook(self, slot: int) -> Callable[[torch.Tensor], None]:
+        def record(grad: torch.Tensor) -> None:
+            if not self._rows or slot in self._reached:  # a parameter reached twice: a new backward pass began
+                self._rows.append(torch.zeros(len(self._layer_of), device=grad.device))
+                self._reached = set()
+            self._reached.add(slot)
+            self._rows[-1][slot] = torch.linalg.vector_norm(grad.detach().float())  # stays on the device: no sync
+
+        return record
+
+    @property
+    def norms(self) -> torch.Tensor:
+        """``(steps, blocks)`` float32 on the CPU: per backward pass, the gradient norm of each block's parameters."""
+        if not self._rows:
+            return torch.zeros(0, len(self.layers))
+        squares = torch.stack(self._rows).cpu().double().pow(2)  # (steps, parameters)
+        per_block = torch.zeros(len(squares), len(self.layers), dtype=torch.float64)
+        per_block.index_add_(1, self._layer_of, squares)
+        return per_block.sqrt().float()
+
+    def remove(self) -> None:
+        """Detach the hooks; the norms recorded so far stay readable."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def __enter__(self) -> BlockGradientRecorder:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.remove()

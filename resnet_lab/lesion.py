@@ -13,6 +13,7 @@ network still runs): the deletion of a layer that Veit et al. compare with.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -24,10 +25,6 @@ from .blocks import BasicBlock, Bottleneck, PaddingShortcut, PlainBlock, PreActB
 from .landscape import loss_and_accuracy
 
 __all__ = ["skip_path", "lesioned", "lesion_accuracy", "single_lesions", "lesion_sets", "random_lesions"]
-
-
-def _shortcut(block: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    return (lambda x: x) if block.downsample is None else block.downsample
 
 
 def skip_path(block: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -47,8 +44,9 @@ def skip_path(block: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
         padding = PaddingShortcut(conv.in_channels, conv.out_channels, conv.stride[0])
         return lambda x: padding(x)  # a plain function: assigning a module to block.forward would register it
     if isinstance(block, (BasicBlock, Bottleneck)):
-        shortcut = _shortcut(block)
-        return lambda x: block.relu(shortcut(x))
+        if block.downsample is None:
+            return lambda x: block.relu(x)
+        return lambda x: block.relu(block.downsample(x))
     if isinstance(block, PreActBlock):
         if block.downsample is None:
             return lambda x: x
@@ -67,14 +65,16 @@ def _blocks_of(model: nn.Module) -> list[nn.Module]:
 
 def _check_indices(indices: Iterable[int], n_blocks: int) -> list[int]:
     """The distinct block indices, sorted; IndexError naming the valid range for any outside it."""
-    indices = list(indices)
+    checked = []
     for index in indices:
-        if isinstance(index, bool) or not isinstance(index, int):
-            raise TypeError(f"block indices must be integers 0..{n_blocks - 1}; got {index!r}")
-        if not 0 <= index < n_blocks:
-            raise IndexError(f"block index {index} is out of range: the model has {n_blocks} blocks, "
+        try:
+            checked.append(operator.index(index))  # int, NumPy or 0-d torch integers
+        except TypeError:
+            raise TypeError(f"block indices must be integers 0..{n_blocks - 1}; got {index!r}") from None
+        if not 0 <= checked[-1] < n_blocks:
+            raise IndexError(f"block index {index!r} is out of range: the model has {n_blocks} blocks, "
                              f"numbered 0..{n_blocks - 1} in forward order")
-    return sorted(set(indices))
+    return sorted(set(checked))
 
 
 @contextmanager

@@ -9,12 +9,15 @@ import math
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
+import numpy as np
 from matplotlib.axes import Axes
+from matplotlib.colors import LogNorm
 from matplotlib.patches import Arc, Rectangle
 from torch import nn
 
 __all__ = ["PLAIN_COLOR", "RESIDUAL_COLOR", "variant_color", "describe", "plot_layer_norms", "new_axes",
-           "draw_network", "plot_history", "LiveCurves", "plot_confusion"]
+           "draw_network", "plot_history", "LiveCurves", "plot_confusion", "landscape_levels", "plot_landscape",
+           "plot_lesion_curves"]
 
 PLAIN_COLOR = "C1"
 RESIDUAL_COLOR = "C0"
@@ -222,3 +225,62 @@ def plot_confusion(confusion, classes: Sequence[str], ax: Axes | None = None, ti
     ax.set_title(title or "confusion matrix (% of each true class)")
     ax.figure.colorbar(image, ax=ax, label="% of true class")
     return ax
+
+
+def landscape_levels(losses: Sequence, count: int = 25) -> np.ndarray:
+    """Log-spaced contour levels spanning every loss in ``losses`` (tensors/arrays): one colour scale for all."""
+    values = np.concatenate([np.asarray(loss, dtype=float).ravel() for loss in losses])
+    values = values[np.isfinite(values) & (values > 0)]
+    low, high = values.min(), values.max()
+    return np.geomspace(low, max(high, 1.01 * low), count)
+
+
+def plot_landscape(ax: Axes, alphas, betas, loss, *, levels: np.ndarray, every: int = 1, title: str = ""):
+    """Filled contours of a 2-D loss surface ``loss[beta, alpha]`` on a log colour scale shared through ``levels``.
+
+    ``every=k`` draws only every k-th grid point per axis (a coarser grid, to see what it would hide). The trained
+    weights sit at the centre (marked). Non-finite losses are drawn above the top level. Returns the contour set.
+    """
+    alphas, betas = np.asarray(alphas)[::every], np.asarray(betas)[::every]
+    loss = np.nan_to_num(np.asarray(loss, dtype=float)[::every, ::every], nan=np.inf, posinf=levels[-1] * 10)
+    contours = ax.contourf(alphas, betas, np.clip(loss, levels[0], None), levels=levels, norm=LogNorm(),
+                           cmap="viridis", extend="max")
+    ax.contour(alphas, betas, np.clip(loss, levels[0], None), levels=levels[::3], colors="white", linewidths=0.4,
+               norm=LogNorm())
+    ax.plot([0], [0], marker="*", color="red", markersize=9, label="trained weights")
+    ax.set_xlabel(r"$\alpha$ (direction $\delta$)")
+    ax.set_ylabel(r"$\beta$ (direction $\eta$)")
+    ax.set_aspect("equal")
+    ax.set_title(title, fontsize=10)
+    return contours
+
+
+def plot_lesion_curves(ax: Axes, results: dict[str, dict[int, Sequence[float]]], *, chance: float = 0.1,
+                       highlight: int | None = None) -> None:
+    """Mean accuracy (%) +- one standard deviation against the number of blocks removed, one line per model.
+
+    ``results[name][k]`` holds the accuracies (fractions) of the trials that removed ``k`` blocks; plain models
+    (names starting with "plain") are orange, residual ones blue, the deeper one solid. ``highlight=k`` also
+    scatters each trial at ``k``.
+    """
+    depths = sorted({int("".join(filter(str.isdigit, name)) or 0) for name in results})
+    for name, by_count in results.items():
+        counts = sorted(by_count)
+        values = [np.asarray(by_count[k], dtype=float) * 100 for k in counts]
+        mean = np.array([v.mean() for v in values])
+        std = np.array([v.std() for v in values])
+        color = PLAIN_COLOR if name.startswith("plain") else RESIDUAL_COLOR
+        style = "-" if int("".join(filter(str.isdigit, name)) or 0) == depths[-1] else "--"
+        ax.plot(counts, mean, style, color=color, marker=".", label=name)
+        ax.fill_between(counts, mean - std, mean + std, color=color, alpha=0.15)
+        if highlight is not None and highlight in by_count:
+            ax.scatter([highlight] * len(by_count[highlight]), 100 * np.asarray(by_count[highlight]), color=color,
+                       s=14, zorder=3)
+    ax.axhline(100 * chance, color="0.5", linewidth=0.8, linestyle=":", label="chance")
+    if highlight is not None:
+        ax.axvline(highlight, color="0.3", linewidth=0.6)
+    ax.set_xlabel("blocks removed at test time")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")

@@ -8,7 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["init_std", "input_gradient", "BasicBlockA", "cifar_param_count", "flip_batch"]
+# Notebook 05: the reference filter normalisation (Li et al. 2018, Sec. 4) is the package's own, a dozen readable
+# lines in resnet_lab/landscape.py; it is re-exported here rather than kept twice.
+from .landscape import filter_normalize
+
+__all__ = ["init_std", "input_gradient", "BasicBlockA", "cifar_param_count", "flip_batch", "filter_normalize"]
 
 
 def init_std(fan_in: int, activation: str) -> float:

@@ -4,6 +4,8 @@
 width and plain/residual, redrawing the per-layer gradient-norm plot through ``draw_gradient_norms``.
 ``block_explorer()`` (notebook 02): block type, shortcut, zero-init and stack depth, redrawing shapes,
 parameter counts and per-block gradient norms through ``draw_block_gradients``.
+``landscape_explorer()`` and ``lesion_explorer()`` (notebook 05) browse results computed in the notebook:
+which pair of networks and how fine a grid (``draw_landscapes``); how many blocks removed (``draw_lesions``).
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ from matplotlib.figure import Figure
 
 from .blocks import BLOCKS, SHORTCUTS, BlockStack
 from .gradients import ACTIVATIONS, deep_mlp, grad_norms
-from .plots import describe, plot_layer_norms, variant_color
+from .plots import describe, landscape_levels, plot_landscape, plot_layer_norms, plot_lesion_curves, variant_color
 
 if TYPE_CHECKING:
     import ipywidgets
 
-__all__ = ["VARIANTS", "draw_gradient_norms", "gradient_explorer", "draw_block_gradients", "block_explorer"]
+__all__ = ["VARIANTS", "draw_gradient_norms", "gradient_explorer", "draw_block_gradients", "block_explorer",
+           "draw_landscapes", "landscape_explorer", "draw_lesions", "lesion_explorer"]
 
 VARIANTS = ("plain", "residual", "both")
 INIT_CHOICES = ("default", "xavier", "kaiming", "gain")
@@ -202,3 +205,78 @@ def block_explorer(block: str = "basic", n_blocks: int = 27) -> ipywidgets.VBox:
     }
     return _panel(controls, [["block", "shortcut"], ["zero_init", "n_blocks"]], draw_block_gradients,
                   figsize=(9, 4.2))
+
+
+def _depth(name: str) -> int:
+    return int("".join(filter(str.isdigit, name)))
+
+
+def draw_landscapes(surfaces: dict[str, object], depth: int, grid: int, *, fig: Figure | None = None) -> dict[str, int]:
+    """Plain and residual loss surfaces of one depth side by side, on one log colour scale.
+
+    ``surfaces`` maps model names ("plain20", "resnet20", ...) to results with ``alphas``, ``betas`` and ``loss``
+    (:func:`resnet_lab.landscape.loss_surface`); ``grid`` is how many points per axis to draw, taken evenly from
+    the computed grid. Returns ``{"every": step, "points": points drawn per axis}``.
+    """
+    names = [name for name in surfaces if _depth(name) == depth]
+    if not names:
+        raise ValueError(f"no surfaces of depth {depth}; computed: {', '.join(surfaces)}")
+    computed = len(surfaces[names[0]].alphas)
+    every = max(1, round((computed - 1) / max(1, grid - 1)))
+    levels = landscape_levels([surface.loss for surface in surfaces.values()])
+    fig = fig if fig is not None else plt.figure(figsize=(9, 4.2), layout="constrained")
+    fig.clear()
+    axes = fig.subplots(1, len(names), squeeze=False)[0]
+    for ax, name in zip(axes, sorted(names, key=lambda n: not n.startswith("plain"))):
+        surface = surfaces[name]
+        centre = float(surface.loss[len(surface.betas) // 2, len(surface.alphas) // 2])
+        contours = plot_landscape(ax, surface.alphas, surface.betas, surface.loss, levels=levels, every=every,
+                                  title=f"{name}: loss {centre:.3g} at the trained weights")
+    colorbar = fig.colorbar(contours, ax=list(axes), label="cross-entropy loss (log scale)")
+    ticks = [t for t in (10.0 ** e * m for e in range(-3, 5) for m in (1, 2, 5)) if levels[0] <= t <= levels[-1]]
+    colorbar.set_ticks(ticks, labels=[f"{t:g}" for t in ticks])
+    points = len(range(0, computed, every))
+    fig.suptitle(f"{points} x {points} grid points (computed: {computed} x {computed})", fontsize=9)
+    return {"every": every, "points": points}
+
+
+def landscape_explorer(surfaces: dict[str, object]) -> ipywidgets.VBox:
+    """An ipywidgets panel over precomputed surfaces: choose the depth and how many grid points to draw."""
+    import ipywidgets as widgets
+
+    depths = sorted({_depth(name) for name in surfaces})
+    computed = len(next(iter(surfaces.values())).alphas)
+    controls = {
+        "depth": widgets.Dropdown(options=depths, value=depths[-1], description="depth"),
+        "grid": widgets.IntSlider(computed, min=min(3, computed), max=computed, description="grid points",
+                                  continuous_update=False),
+    }
+    return _panel(controls, [["depth", "grid"]], lambda fig, **values: draw_landscapes(surfaces, fig=fig, **values),
+                  figsize=(9, 4.2))
+
+
+def draw_lesions(results: dict[str, dict[int, list[float]]], removed: int, *, fig: Figure | None = None) -> dict:
+    """Accuracy against blocks removed for every model, with the trials at ``removed`` blocks shown one by one.
+
+    ``results`` is :func:`resnet_lab.lesion.random_lesions`'s output per model name. Returns the mean accuracy
+    (a fraction) of each model at ``removed``.
+    """
+    fig = fig if fig is not None else plt.figure(figsize=(7.5, 4.2), layout="constrained")
+    fig.clear()
+    ax = fig.subplots()
+    plot_lesion_curves(ax, results, highlight=removed)
+    means = {name: sum(by_count[removed]) / len(by_count[removed]) for name, by_count in results.items()
+             if removed in by_count}
+    ax.set_title(f"{removed} blocks removed: " + ", ".join(f"{name} {100 * m:.1f} %" for name, m in means.items()),
+                 fontsize=9)
+    return means
+
+
+def lesion_explorer(results: dict[str, dict[int, list[float]]]) -> ipywidgets.VBox:
+    """An ipywidgets panel: a slider for the number of blocks removed, over precomputed random lesions."""
+    import ipywidgets as widgets
+
+    counts = sorted(set.intersection(*(set(by_count) for by_count in results.values())))
+    controls = {"removed": widgets.SelectionSlider(options=counts, value=counts[min(len(counts) - 1, 1)],
+                                                   description="removed", continuous_update=False)}
+    return _panel(controls, [["removed"]], lambda fig, **values: draw_lesions(results, fig=fig, **values))

@@ -121,6 +121,32 @@ def test_missing_data_says_where_it_goes_and_how_to_get_it(tmp_path):
             assert hint in message
 
 
+def test_download_goes_through_torchvision_into_the_cache_folder(tmp_path, isolated_cache, monkeypatch):
+    torchvision = pytest.importorskip("torchvision")
+    calls = []
+
+    class FakeCIFAR10:  # torchvision's checksummed download, without the network: writes the official batches
+        def __init__(self, root, train, download):
+            calls.append((root, train, download))
+            write_official(tmp_path / "downloaded" if root == str(tmp_path / "downloaded") else isolated_cache / "data")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", FakeCIFAR10)
+    data = load_cifar10(download=True)  # no data_dir and no RESNET_LAB_DATA: into the cache folder
+    assert calls == [(str(isolated_cache / "data"), True, True)]
+    assert data.source == "cifar10" and len(data.train_labels) == 100 and len(data.test_labels) == 20
+    load_cifar10(download=True)  # present now: no second download
+    assert len(calls) == 1
+    load_cifar10(tmp_path / "downloaded", download=True)  # an explicit data_dir is where it goes
+    assert calls[-1] == (str(tmp_path / "downloaded"), True, True)
+
+    def offline(root, train, download):
+        raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
+    with pytest.raises(OSError, match="name resolution"):  # notebook 04 catches OSError and says so
+        load_cifar10(tmp_path / "nowhere", download=True)
+
+
 def test_corrupt_data_names_the_file(tmp_path):
     folder, _, _ = write_official(tmp_path / "bad")
     (folder / "data_batch_3").write_bytes(b"not a pickle")

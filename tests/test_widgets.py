@@ -1,20 +1,27 @@
-"""resnet_lab.widgets: the redraw callback of notebook 01's explorer, tested without a browser."""
+"""resnet_lab.widgets: the explorers' redraw callbacks and panels, tested without a browser."""
 
 import itertools
 import math
+from typing import NamedTuple
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pytest
+import torch
 
 from resnet_lab.gradients import ACTIVATIONS
-from resnet_lab.plots import PLAIN_COLOR, RESIDUAL_COLOR
+from resnet_lab.plots import PLAIN_COLOR, RESIDUAL_COLOR, landscape_levels
 from resnet_lab.widgets import (
     INIT_CHOICES,
     VARIANTS,
     block_explorer,
     draw_block_gradients,
     draw_gradient_norms,
+    draw_landscapes,
+    draw_lesions,
     gradient_explorer,
+    landscape_explorer,
+    lesion_explorer,
 )
 
 
@@ -102,3 +109,65 @@ def test_explorer_dropdowns_show_their_value():
     dropdowns = [w for box in panel.children[:3] for w in box.children if hasattr(w, "options")]
     for dropdown in dropdowns:
         assert dropdown.label, f"{dropdown.description} shows nothing"  # None as a value renders blank
+
+
+class Surface(NamedTuple):  # the fields draw_landscapes reads from resnet_lab.landscape's results
+    alphas: torch.Tensor
+    betas: torch.Tensor
+    loss: torch.Tensor
+
+
+def bowl(scale: float, points: int = 9) -> Surface:
+    axis = torch.linspace(-1, 1, points)
+    return Surface(axis, axis, 0.1 + scale * (axis[None, :] ** 2 + axis[:, None] ** 2))
+
+
+SURFACES = {"plain8": bowl(5.0), "resnet8": bowl(1.0), "plain14": bowl(50.0), "resnet14": bowl(2.0)}
+
+
+def test_landscape_levels_span_every_surface_on_a_log_scale():
+    levels = landscape_levels([s.loss for s in SURFACES.values()] + [torch.tensor([math.inf])])
+    assert levels[0] == pytest.approx(0.1) and levels[-1] == pytest.approx(100.1)  # inf ignored
+    assert np.allclose(np.diff(np.log(levels)), np.log(levels[1] / levels[0]))  # log-spaced
+
+
+def test_draw_landscapes_pairs_plain_and_residual_of_one_depth_and_coarsens_the_grid():
+    fig = plt.figure()
+    assert draw_landscapes(SURFACES, depth=14, grid=9, fig=fig) == {"every": 1, "points": 9}
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles[0].startswith("plain14") and titles[1].startswith("resnet14") and "0.1 at the trained" in titles[0]
+    assert any(ax.get_ylabel().startswith("cross-entropy") for ax in fig.axes)  # the shared colour bar
+    assert draw_landscapes(SURFACES, depth=8, grid=5, fig=fig) == {"every": 2, "points": 5}
+    assert draw_landscapes(SURFACES, depth=8, grid=3, fig=fig) == {"every": 4, "points": 3}
+    with pytest.raises(ValueError, match="no surfaces of depth 20; computed: plain8"):
+        draw_landscapes(SURFACES, depth=20, grid=3, fig=fig)
+    plt.close(fig)
+
+
+LESIONS = {"plain14": {0: [0.8], 1: [0.3, 0.2], 2: [0.1, 0.12]}, "resnet14": {0: [0.85], 1: [0.8, 0.7], 2: [0.6, 0.5]}}
+
+
+def test_draw_lesions_reports_the_mean_at_the_chosen_count():
+    fig = plt.figure()
+    means = draw_lesions(LESIONS, removed=2, fig=fig)
+    assert means == pytest.approx({"plain14": 0.11, "resnet14": 0.55})
+    (ax,) = fig.axes
+    assert "2 blocks removed" in ax.get_title() and "resnet14 55.0 %" in ax.get_title()
+    assert ax.get_xlabel() == "blocks removed at test time" and ax.get_ylim() == (0, 100)
+    plt.close(fig)
+
+
+def test_landscape_and_lesion_panels_redraw_when_a_control_changes():
+    panel = landscape_explorer(SURFACES)
+    controls = {w.description: w for w in panel.children[0].children}
+    output = panel.children[1]
+    first = output.outputs
+    controls["grid points"].value = 3
+    assert output.outputs != first and controls["depth"].value == 14
+    panel = lesion_explorer(LESIONS)
+    (slider,) = panel.children[0].children
+    first = panel.children[1].outputs
+    assert slider.options == (0, 1, 2) and slider.value == 1
+    slider.value = 2
+    assert panel.children[1].outputs != first
+    assert len(plt.get_fignums()) == 0

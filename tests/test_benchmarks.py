@@ -1,0 +1,194 @@
+"""The benchmark scripts (benchmarks/): their quick and dry-run paths end to end, on synthetic data, in seconds."""
+
+import itertools
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+
+from benchmarks import gpu, notebooks, run_cpu, throughput, widget_latency
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def one_thread_no_data(monkeypatch):
+    """The scripts set torch's thread count: put it back. No real data: every script must fall back to synthetic."""
+    threads = torch.get_num_threads()
+    monkeypatch.delenv("RESNET_LAB_DATA", raising=False)
+    yield
+    torch.set_num_threads(threads)
+
+
+def result_rows(a, b, c_nchw, c_cl):
+    return [throughput.Result("a", "(a) standard", a), throughput.Result("b", "(b) resnet_lab", b),
+            throughput.Result("c-nchw", "(c) NCHW", c_nchw), throughput.Result("c-cl", "(c) channels_last", c_cl)]
+
+
+# ---------------------------------------------------------------------------------------------- throughput
+def test_targets_compare_b_with_the_best_limit_and_the_standard_pipeline():
+    met = throughput.targets(result_rows(a=100, b=190, c_nchw=150, c_cl=210))
+    assert [m for _, _, m in met] == [True, True]  # 190 / 210 = 90.5 %, 190 / 100 = 1.90x
+    assert [value for _, value, _ in met] == ["90%", "1.90×"]
+    missed = throughput.targets(result_rows(a=100, b=150, c_nchw=200, c_cl=170))
+    assert [m for _, _, m in missed] == [False, False]  # 75 % of the limit, 1.5x
+
+
+def test_markdown_table_gives_ratios_to_a_and_to_the_best_limit():
+    table = throughput.markdown_table(result_rows(a=100, b=190, c_nchw=150, c_cl=200))
+    assert "| (b) resnet_lab | 190 | 1.90× | 95% |" in table
+    assert "| (c) channels_last | 200 | 2.00× | 100% |" in table
+    assert "| (b) ≈ 1.9× the standard pipeline (a) (met at ≥ 1.9×) | 1.90× | yes |" in table
+
+
+def test_images_per_second_times_only_the_steps_after_the_warm_up(monkeypatch):
+    calls = []
+    batches = iter([(torch.zeros(4), torch.zeros(4))] * 2 + [(torch.zeros(8), torch.zeros(8))] * 3)
+    clock = iter([10.0, 12.0])  # start, end
+    monkeypatch.setattr(throughput.time, "perf_counter", lambda: next(clock))
+    speed = throughput.images_per_second(lambda x, y: calls.append(len(y)), batches, steps=3, warmup=2)
+    assert calls == [4, 4, 8, 8, 8]
+    assert speed == pytest.approx(24 / 2.0)  # the warm-up's 8 images are not counted
+
+
+def test_standard_loader_reads_the_synthetic_folder_like_load_cifar10(tmp_path):
+    folder = throughput.make_image_folder(tmp_path, 30)
+    loader = throughput.standard_loader(folder, 8, workers=0)
+    images, labels = next(iter(loader))
+    assert images.shape == (8, 3, 32, 32) and images.dtype == torch.float32
+    assert images.mean().abs() < 3 and images.min() < 0  # normalised, not 0..1
+    assert len(loader.dataset) == 30 and len(loader.dataset.classes) == 10
+    data = throughput.load_cifar10(folder, cache=False)
+    assert len(data.train_labels) == 30 and data.classes == tuple(loader.dataset.classes)
+
+
+def test_throughput_quick_runs_every_configuration_on_a_synthetic_folder(monkeypatch, capsys):
+    results = throughput.main(["--quick", "--batch-size", "4", "--threads", "1"])
+    assert [r.key for r in results] == ["a", "b", "b-fit", "c-nchw", "c-cl"]
+    assert all(r.images_per_s > 0 for r in results)
+    out = capsys.readouterr().out
+    assert "synthetic folder of PNG stripes" in out and "Quick mode" in out
+    assert "| (c) limit: bare step on one batch, channels_last |" in out
+    assert "(b) ≥ 90% of the best limit (c)" in out
+    assert torch.get_num_threads() == 1
+
+
+# ---------------------------------------------------------------------------------------------- widget latency
+def test_widget_latency_moves_the_explorers_depth_slider(monkeypatch):
+    import resnet_lab.widgets
+
+    drawn = []
+    original = resnet_lab.widgets.draw_gradient_norms
+
+    def recording(depth, *args, **kwargs):
+        drawn.append(depth)
+        return original(depth, *args, **kwargs)
+
+    monkeypatch.setattr(resnet_lab.widgets, "draw_gradient_norms", recording)
+    results = widget_latency.measure((3, 5), repeats=2)
+    assert drawn == [3, 4, 3, 5, 3, 5]  # warm-up at 3, a step away (the slider already said 3), then timed
+    assert [(r.depth, len(r.times_ms)) for r in results] == [(3, 2), (5, 2)]
+    assert all(t > 0 for r in results for t in r.times_ms)
+    table = widget_latency.markdown_table(results)
+    assert "| depth | median | max | redraws | target (median) | met |" in table and "| 5 |" in table
+
+
+def test_latency_is_met_on_the_median_and_reports_the_max():
+    slow_once = widget_latency.Latency(200, (100.0, 400.0, 200.0))
+    assert slow_once.median_ms == 200 and slow_once.max_ms == 400 and slow_once.met
+    assert not widget_latency.Latency(200, (310.0, 320.0)).met
+
+
+# ---------------------------------------------------------------------------------------------- run_cpu
+@pytest.fixture
+def tiny_suite(monkeypatch, tmp_path):
+    """run_cpu with tiny sizes and fake notebook runs: ``(notebook paths, calls made to run_notebook)``."""
+    monkeypatch.setitem(throughput.QUICK, "batch_size", 4)
+    monkeypatch.setattr(widget_latency, "DEPTHS", (3, 4))
+    calls = []
+
+    def fake_run(notebook, path, smoke):
+        calls.append((path.name, smoke))
+        monkeypatch.setenv("RESNET_LAB_SMOKE", "1" if smoke else "0")  # as the real one does
+        return 12.0, 2000.0 if path.name == "big.ipynb" else 800.0
+
+    monkeypatch.setattr(notebooks, "run_notebook", fake_run)
+    paths = []
+    for name in ("small.ipynb", "big.ipynb"):
+        nbformat.write(nbformat.v4.new_notebook(), tmp_path / name)
+        paths.append(str(tmp_path / name))
+    monkeypatch.setenv("RESNET_LAB_SMOKE", "1")
+    return paths, calls
+
+
+def test_run_cpu_writes_one_markdown_file_with_every_table(tiny_suite, tmp_path):
+    paths, calls = tiny_suite
+    out = run_cpu.main(["--quick", "--threads", "1", "--notebooks-mode", "both", "--out", str(tmp_path / "R.md"),
+                        *paths])
+    text = out.read_text()
+    assert text.startswith("# resnet-lab CPU benchmarks")
+    assert "- CPU: " in text and " cores, " in text and "RAM" in text and "1 torch threads" in text
+    assert "Quick mode" in text
+    sections = [line for line in text.splitlines() if line.startswith("## ")]
+    assert sections == ["## Training throughput (ResNet-20)", "## Notebook 01: gradient explorer redraw",
+                        "## Notebooks: Run All in a fresh kernel"]
+    assert "| (a) standard: ImageFolder + DataLoader(2 workers), NCHW |" in text
+    assert "| target | measured | met |" in text
+    assert "| 3 |" in text and "| 4 |" in text and "< 300 ms" in text
+    assert calls == [("baseline.ipynb", True), ("small.ipynb", False), ("small.ipynb", True),
+                     ("big.ipynb", False), ("big.ipynb", True)]
+    assert "| small.ipynb | real | 12 s | 800 MB | ≤ 1,536 MB (Binder) | yes |" in text
+    assert "| big.ipynb | smoke | 12 s | 2,000 MB | ≤ 1,536 MB (Binder) | no |" in text
+    assert "| (imports only) | – | – | 800 MB |" in text
+
+
+def test_run_cpu_defaults_to_smoke_notebooks_and_can_skip_them(tiny_suite, tmp_path, monkeypatch):
+    paths, calls = tiny_suite
+    monkeypatch.setattr(run_cpu, "throughput_section", lambda data, quick: "## Training throughput")
+    monkeypatch.setattr(run_cpu, "widget_section", lambda quick: "## Notebook 01")
+    text = run_cpu.main(["--out", str(tmp_path / "S.md"), *paths]).read_text()
+    assert calls == [("baseline.ipynb", True), ("small.ipynb", True), ("big.ipynb", True)]
+    assert "| small.ipynb | smoke |" in text and "| real |" not in text
+    assert run_cpu.os.environ["RESNET_LAB_SMOKE"] == "1"  # put back as it was before the notebooks ran
+    calls.clear()
+    text = run_cpu.main(["--skip-notebooks", "--out", str(tmp_path / "S.md")]).read_text()
+    assert calls == [] and "## Notebooks" not in text and "## Training throughput" in text
+
+
+# ---------------------------------------------------------------------------------------------- gpu (dry run)
+def test_gpu_dry_run_times_every_configuration_and_stops_fit_at_the_target(tmp_path):
+    text = gpu.main(["--dry-run", "--out", str(tmp_path / "G.md")]).read_text()
+    assert "GPU: none: dry run on the CPU" in text
+    for setup in gpu.SETUPS:
+        assert f"| resnet8 | {setup.name} | " in text
+    assert "failed" not in text
+    assert "| resnet8 | fast, fit's defaults | 0% | " in text and "(1 epochs)" in text  # target 0: epoch 1 stops
+
+
+def test_gpu_epoch_table_marks_a_failed_configuration():
+    rows = [("resnet20", gpu.SETUPS[0], 4.0, 400), ("resnet20", gpu.SETUPS[-1], float("nan"), 0),
+            ("resnet20", gpu.SETUPS[2], 2.0, 400)]
+    table = "\n".join(gpu._epoch_table(rows))
+    assert f"| resnet20 | {gpu.SETUPS[-1].name} | failed | – | – |" in table
+    assert f"| resnet20 | {gpu.SETUPS[2].name} | 2.00 s | 200 | 2.00× |" in table
+
+
+def test_gpu_script_shows_its_help_without_a_gpu():
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--help"], capture_output=True,
+                            text=True, timeout=60, cwd=ROOT / "tests")
+    assert result.returncode == 0, result.stderr
+    assert "--dry-run" in result.stdout and "time to 91 %" in result.stdout
+
+
+def test_time_to_accuracy_reports_not_reached_with_the_best_epoch(monkeypatch):
+    def fake_fit(model, data, *, on_epoch_end, **options):
+        for epoch, accuracy in zip(itertools.count(1), (0.5, 0.8, 0.7)):
+            on_epoch_end({"epoch": epoch, "val_acc": accuracy})
+
+    monkeypatch.setattr("resnet_lab.train.fit", fake_fit)
+    result = gpu.time_to_accuracy(None, target=0.91, device=torch.device("cpu"), model_name="resnet8")
+    assert not result["reached"] and result["epochs"] == 3 and result["best"] == 0.8
+    assert "not reached in 3 epochs (best 80.00%)" in "\n".join(gpu._accuracy_table(result))
