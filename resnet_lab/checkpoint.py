@@ -82,14 +82,15 @@ def write_metrics(path: str | os.PathLike, *, model: str, recipe: str, seed: int
     atomic_write(path, lambda temporary: temporary.write_text(text))
 
 
-def find_trained(runs: str | os.PathLike, model: str) -> Path | None:
-    """The checkpoint of the longest finished training of ``model`` under ``runs`` (``runs/*/checkpoint.pt``).
+def find_trained(runs: str | os.PathLike, model: str, pattern: str = "*") -> Path | None:
+    """The checkpoint of the longest finished training of ``model`` in the run folders ``runs/<pattern>``.
 
     Finished means the last epoch of its schedule is done; longest means the most images seen (epochs x training
-    images). ``None`` when there is none, e.g. before notebook 04 has been run.
+    images). ``pattern`` (a glob, e.g. ``"degradation_*"``) picks runs made under one protocol, so that models
+    compared with each other were trained alike. ``None`` when there is none, e.g. before notebook 04 has run.
     """
     best, best_images = None, 0
-    for path in sorted(Path(runs).glob(f"*/{CHECKPOINT_NAME}")):
+    for path in sorted(Path(runs).glob(f"{pattern}/{CHECKPOINT_NAME}")):
         try:
             state = load_checkpoint(path)
         except ValueError:  # unreadable: not a run of ours

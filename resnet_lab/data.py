@@ -67,6 +67,8 @@ class CifarData:
 
     ``val_*`` is ``None`` unless ``val_split`` held images out of the training set; ``test_*`` is ``None`` when
     the source has no test split. ``source`` is ``"cifar10"``, ``"imagefolder"`` or ``"smoke"``.
+    Every split keeps its source's order: the official batches are shuffled, but an image folder is stored class by
+    class, so ``images[:n]`` may be a single class. Take a random sample (``torch.randperm``) for a quick evaluation.
     """
 
     train_images: torch.Tensor

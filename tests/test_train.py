@@ -122,6 +122,7 @@ def test_find_trained_picks_the_longest_finished_run_of_a_model(smoke, tmp_path)
     assert find_trained(tmp_path, "resnet8") == tmp_path / "long" / "checkpoint.pt"
     assert find_trained(tmp_path, "plain8") == tmp_path / "other" / "checkpoint.pt"
     assert find_trained(tmp_path, "resnet20") is None
+    assert find_trained(tmp_path, "resnet8", pattern="sh*") == tmp_path / "short" / "checkpoint.pt"
 
 
 def test_nan_loss_stops_with_advice_and_keeps_the_last_good_checkpoint(smoke, tmp_path):
