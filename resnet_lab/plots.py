@@ -280,7 +280,7 @@ def plot_lesion_curves(ax: Axes, results: dict[str, dict[int, Sequence[float]]],
     if highlight is not None:
         ax.axvline(highlight, color="0.3", linewidth=0.6)
     ax.set_xlabel("blocks removed at test time")
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel("accuracy on held-out images (%)")
     ax.set_ylim(0, 100)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")

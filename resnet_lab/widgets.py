@@ -233,7 +233,9 @@ def draw_landscapes(surfaces: dict[str, object], depth: int, grid: int, *, fig: 
         contours = plot_landscape(ax, surface.alphas, surface.betas, surface.loss, levels=levels, every=every,
                                   title=f"{name}: loss {centre:.3g} at the trained weights")
     colorbar = fig.colorbar(contours, ax=list(axes), label="cross-entropy loss (log scale)")
-    ticks = [t for t in (10.0 ** e * m for e in range(-3, 5) for m in (1, 2, 5)) if levels[0] <= t <= levels[-1]]
+    steps = (1, 2, 5) if levels[-1] < 1e3 * levels[0] else (1,)  # decades only when the losses span many
+    low, high = levels[0] * (1 - 1e-6), levels[-1] * (1 + 1e-6)  # a tick at an end stays (float32 losses)
+    ticks = [t for t in (10.0 ** e * m for e in range(-3, 10) for m in steps) if low <= t <= high]
     colorbar.set_ticks(ticks, labels=[f"{t:g}" for t in ticks])
     points = len(range(0, computed, every))
     fig.suptitle(f"{points} x {points} grid points (computed: {computed} x {computed})", fontsize=9)

@@ -136,7 +136,8 @@ def test_draw_landscapes_pairs_plain_and_residual_of_one_depth_and_coarsens_the_
     assert draw_landscapes(SURFACES, depth=14, grid=9, fig=fig) == {"every": 1, "points": 9}
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert titles[0].startswith("plain14") and titles[1].startswith("resnet14") and "0.1 at the trained" in titles[0]
-    assert any(ax.get_ylabel().startswith("cross-entropy") for ax in fig.axes)  # the shared colour bar
+    (colorbar,) = [ax for ax in fig.axes if ax.get_ylabel().startswith("cross-entropy")]  # the shared colour bar
+    assert [f"{t:g}" for t in colorbar.get_yticks()] == ["0.1", "1", "10", "100"]  # 3 decades: decade ticks only
     assert draw_landscapes(SURFACES, depth=8, grid=5, fig=fig) == {"every": 2, "points": 5}
     assert draw_landscapes(SURFACES, depth=8, grid=3, fig=fig) == {"every": 4, "points": 3}
     with pytest.raises(ValueError, match="no surfaces of depth 20; computed: plain8"):
