@@ -332,6 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 130
         if rank == 0:
             print(f"wrote {Path(args.out) / CHECKPOINT_NAME} and {Path(args.out) / METRICS_NAME}")
+        if world > 1:
+            dist.barrier()  # every rank finished (rank 0 wrote its files) before the process group is torn down
         return 0
     finally:
         if world > 1 and dist.is_initialized():

@@ -200,6 +200,7 @@ def ddp_worker(rank: int, world: int, port: int, out: str) -> None:
         data = make_smoke_cifar(train_per_class=10, test_per_class=3)
         history = fit(model, data, epochs=2, batch_size=20, device="cpu", progress=False, out_dir=f"{out}/run")
         torch.save({"state": model.state_dict(), "history": history}, f"{out}/rank{rank}.pt")
+        dist.barrier()  # both done before either tears gloo down (a rank leaving early can abort its peer)
     finally:
         dist.destroy_process_group()
 
