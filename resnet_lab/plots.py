@@ -15,7 +15,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.patches import Arc, Rectangle
 from torch import nn
 
-__all__ = ["PLAIN_COLOR", "RESIDUAL_COLOR", "variant_color", "describe", "plot_layer_norms", "new_axes",
+__all__ = ["PLAIN_COLOR", "RESIDUAL_COLOR", "variant_color", "model_depth", "describe", "plot_layer_norms", "new_axes",
            "draw_network", "plot_history", "LiveCurves", "plot_confusion", "landscape_levels", "plot_landscape",
            "plot_lesion_curves"]
 
@@ -26,6 +26,14 @@ RESIDUAL_COLOR = "C0"
 def variant_color(residual: bool) -> str:
     """The collection-wide colour of a plain (orange) or residual (blue) network."""
     return RESIDUAL_COLOR if residual else PLAIN_COLOR
+
+
+def model_depth(name: str) -> int:
+    """The depth in a model name: ``"plain56"`` -> 56, ``"resnet20"`` -> 20."""
+    digits = "".join(filter(str.isdigit, name))
+    if not digits:
+        raise ValueError(f"no depth in the model name {name!r}; expected e.g. 'resnet20' or 'plain56'")
+    return int(digits)
 
 
 def describe(depth: int, activation: str, init: str | float, norm: str | None = None, width: int | None = None) -> str:
@@ -263,14 +271,14 @@ def plot_lesion_curves(ax: Axes, results: dict[str, dict[int, Sequence[float]]],
     (names starting with "plain") are orange, residual ones blue, the deeper one solid. ``highlight=k`` also
     scatters each trial at ``k``.
     """
-    depths = sorted({int("".join(filter(str.isdigit, name)) or 0) for name in results})
+    deepest = max(model_depth(name) for name in results)
     for name, by_count in results.items():
         counts = sorted(by_count)
         values = [np.asarray(by_count[k], dtype=float) * 100 for k in counts]
         mean = np.array([v.mean() for v in values])
         std = np.array([v.std() for v in values])
-        color = PLAIN_COLOR if name.startswith("plain") else RESIDUAL_COLOR
-        style = "-" if int("".join(filter(str.isdigit, name)) or 0) == depths[-1] else "--"
+        color = variant_color(not name.startswith("plain"))
+        style = "-" if model_depth(name) == deepest else "--"
         ax.plot(counts, mean, style, color=color, marker=".", label=name)
         ax.fill_between(counts, mean - std, mean + std, color=color, alpha=0.15)
         if highlight is not None and highlight in by_count:

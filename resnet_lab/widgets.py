@@ -21,7 +21,15 @@ from matplotlib.figure import Figure
 
 from .blocks import BLOCKS, SHORTCUTS, BlockStack
 from .gradients import ACTIVATIONS, deep_mlp, grad_norms
-from .plots import describe, landscape_levels, plot_landscape, plot_layer_norms, plot_lesion_curves, variant_color
+from .plots import (
+    describe,
+    landscape_levels,
+    model_depth,
+    plot_landscape,
+    plot_layer_norms,
+    plot_lesion_curves,
+    variant_color,
+)
 
 if TYPE_CHECKING:
     import ipywidgets
@@ -207,10 +215,6 @@ def block_explorer(block: str = "basic", n_blocks: int = 27) -> ipywidgets.VBox:
                   figsize=(9, 4.2))
 
 
-def _depth(name: str) -> int:
-    return int("".join(filter(str.isdigit, name)))
-
-
 def draw_landscapes(surfaces: dict[str, object], depth: int, grid: int, *, fig: Figure | None = None) -> dict[str, int]:
     """Plain and residual loss surfaces of one depth side by side, on one log colour scale.
 
@@ -218,7 +222,7 @@ def draw_landscapes(surfaces: dict[str, object], depth: int, grid: int, *, fig: 
     (:func:`resnet_lab.landscape.loss_surface`); ``grid`` is how many points per axis to draw, taken evenly from
     the computed grid. Returns ``{"every": step, "points": points drawn per axis}``.
     """
-    names = [name for name in surfaces if _depth(name) == depth]
+    names = [name for name in surfaces if model_depth(name) == depth]
     if not names:
         raise ValueError(f"no surfaces of depth {depth}; computed: {', '.join(surfaces)}")
     computed = len(surfaces[names[0]].alphas)
@@ -246,7 +250,7 @@ def landscape_explorer(surfaces: dict[str, object]) -> ipywidgets.VBox:
     """An ipywidgets panel over precomputed surfaces: choose the depth and how many grid points to draw."""
     import ipywidgets as widgets
 
-    depths = sorted({_depth(name) for name in surfaces})
+    depths = sorted({model_depth(name) for name in surfaces})
     computed = len(next(iter(surfaces.values())).alphas)
     controls = {
         "depth": widgets.Dropdown(options=depths, value=depths[-1], description="depth"),

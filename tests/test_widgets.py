@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from resnet_lab.gradients import ACTIVATIONS
-from resnet_lab.plots import PLAIN_COLOR, RESIDUAL_COLOR, landscape_levels
+from resnet_lab.plots import PLAIN_COLOR, RESIDUAL_COLOR, landscape_levels, model_depth
 from resnet_lab.widgets import (
     INIT_CHOICES,
     VARIANTS,
@@ -172,3 +172,9 @@ def test_landscape_and_lesion_panels_redraw_when_a_control_changes():
     slider.value = 2
     assert panel.children[1].outputs != first
     assert len(plt.get_fignums()) == 0
+
+
+def test_model_depth_reads_the_depth_from_a_model_name():
+    assert [model_depth(n) for n in ("plain56", "resnet20", "preact_resnet110")] == [56, 20, 110]
+    with pytest.raises(ValueError, match="no depth in the model name 'resnet'"):
+        model_depth("resnet")
