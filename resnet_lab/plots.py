@@ -13,6 +13,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.colors import LogNorm
 from matplotlib.patches import Arc, Rectangle
+from matplotlib.ticker import FuncFormatter
 from torch import nn
 
 __all__ = ["PLAIN_COLOR", "RESIDUAL_COLOR", "variant_color", "model_depth", "describe", "plot_layer_norms", "new_axes",
@@ -172,7 +173,21 @@ def plot_history(histories: dict[str, list[dict]], *, metric: str = "error", axe
         ax.set_title(f"{title} {ylabel}")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize="small")
+        _plain_log_labels(ax)
     return list(axes)
+
+
+def _plain_log_labels(ax: Axes) -> None:
+    """Label a log y axis with plain numbers (``20``, ``50``, ``100``, not ``2×10¹``).
+
+    Within two decades the 2× and 5× minor ticks are labelled too; wider axes keep only the decades.
+    """
+    low, high = ax.get_ylim()
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
+    ax.yaxis.set_major_formatter(plain)
+    narrow = high / max(low, 1e-300) <= 100
+    ax.yaxis.set_minor_formatter(FuncFormatter(
+        lambda value, _: f"{value:g}" if narrow and f"{value:.0e}"[0] in "25" else ""))
 
 
 class LiveCurves:

@@ -6,7 +6,7 @@ from matplotlib.patches import Arc, Rectangle
 
 from resnet_lab.measure import multiply_adds, stage_table, step_cost
 from resnet_lab.models import cifar_resnet, count_parameters, imagenet_resnet
-from resnet_lab.plots import draw_network
+from resnet_lab.plots import draw_network, plot_history
 
 
 def test_multiply_adds_match_the_papers_table_1():
@@ -55,3 +55,22 @@ def test_network_diagram_is_drawn_from_the_model(model, arcs, projections):
     assert sum(p.get_linestyle() == ":" for p in drawn_arcs) == projections
     assert sum(text.get_text().endswith("/2") for text in ax.texts) == 2
     plt.close(ax.figure)
+
+
+def _history(errors):
+    return [{"epoch": i + 1, "train_acc": 1 - e / 100, "val_acc": 1 - (e + 5) / 100, "test_acc": None,
+             "train_loss": e / 50, "val_loss": e / 40, "test_loss": None} for i, e in enumerate(errors)]
+
+
+@pytest.mark.parametrize("errors, minor_labels", [([60, 40, 25, 18], True), ([90, 9, 0.9, 0.09], False)])
+def test_history_plot_labels_log_axes_with_plain_numbers(errors, minor_labels):
+    axes = plot_history({"resnet20": _history(errors), "plain20": _history([e + 2 for e in errors])})
+    axes[0].figure.canvas.draw()
+    for ax in axes:
+        assert ax.get_yscale() == "log" and ax.get_ylabel() == "error (%)" and ax.get_xlabel() == "epoch"
+    labels = [t.get_text() for t in axes[0].yaxis.get_ticklabels(which="both") if t.get_text()]  # shared y axis
+    minor = [t.get_text() for t in axes[0].yaxis.get_ticklabels(minor=True) if t.get_text()]
+    assert labels and all(text.replace(".", "").isdigit() for text in labels), labels
+    assert bool(minor) == minor_labels, minor  # 2x and 5x ticks labelled only within two decades
+    assert [line.get_label() for line in axes[1].get_lines()] == ["resnet20 (val)", "plain20 (val)"]
+    plt.close(axes[0].figure)
