@@ -42,6 +42,7 @@ from .engine import Evaluation, TrainingDiverged, average_buffers, evaluate, tra
 from .engine import world as world_info
 from .loader import TensorLoader
 from .recipes import RECIPES, make_optimizer, make_scheduler
+from .runtime import cpu_has_amx
 
 __all__ = ["train_on_tensors", "fit", "evaluate", "Evaluation", "TrainingDiverged", "main"]
 
@@ -105,7 +106,7 @@ def _prepare(model: nn.Module, device: torch.device, *, amp: bool | None, channe
              compile: bool) -> tuple[nn.Module, nn.Module, torch.dtype | None, bool]:
     """The one place for device, precision, memory format and compilation: ``(net, runnable, amp_dtype, cl)``."""
     cuda = device.type == "cuda"
-    amp = cuda if amp is None else amp
+    amp = (cuda or (device.type == "cpu" and cpu_has_amx())) if amp is None else amp
     amp_dtype = None
     if amp:  # bfloat16 needs no loss scaling; float16 (older GPUs) does, through the GradScaler
         amp_dtype = torch.bfloat16 if not cuda or torch.cuda.is_bf16_supported() else torch.float16
@@ -127,8 +128,9 @@ def fit(
     """Train ``model`` on ``data`` with ``recipe`` ("fast" or "paper", see :mod:`resnet_lab.recipes`).
 
     Every setting left at ``None`` comes from the recipe (``epochs`` too); ``warmup=None`` turns the paper's
-    warm-up on for nets of 54+ blocks (ResNet-110). ``amp`` defaults to on for CUDA only,
-    ``channels_last`` to on for CUDA and CPU.
+    warm-up on for nets of 54+ blocks (ResNet-110). ``amp`` (bfloat16 autocast; float16 on GPUs without
+    bfloat16) defaults to on for CUDA and for CPUs with AMX (:func:`resnet_lab.runtime.cpu_has_amx`), ``channels_last``
+    to on for CUDA and CPU.
     With ``out_dir``, each epoch ends with an atomic ``checkpoint.pt`` and ``metrics.json``; ``resume=True``
     continues from the checkpoint (bit-identical on CPU with a fixed thread count). Returns the history: one dict
     per epoch with ``epoch, train_loss, train_acc, val_loss, val_acc, test_loss, test_acc, images_per_s, seconds,
@@ -283,6 +285,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best available)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (fix it for bit-identical resumes)")
+    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                        help="bfloat16 autocast (default: on for CUDA and for CPUs with AMX; --no-amp: float32)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars or per-epoch lines")
     return parser
@@ -321,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"{world} process(es)", flush=True)
         try:
             fit(model, data, epochs=args.epochs, recipe=args.recipe, batch_size=args.batch_size, lr=args.lr,
-                warmup=args.warmup, device=args.device, compile=args.compile, out_dir=args.out,
+                warmup=args.warmup, device=args.device, amp=args.amp, compile=args.compile, out_dir=args.out,
                 resume=args.resume, seed=args.seed, progress=not args.no_progress, model_name=args.model)
         except (FileExistsError, ValueError) as error:
             parser.error(str(error))

@@ -141,18 +141,19 @@ def test_nan_loss_stops_with_advice_and_keeps_the_last_good_checkpoint(smoke, tm
         fit(tiny_model(), smoke, **TINY, lr=1e30)
 
 
-def test_interrupted_run_resumes_bit_identically(smoke, tmp_path):
+@pytest.mark.parametrize("amp", [False, True], ids=["float32", "bfloat16"])
+def test_interrupted_run_resumes_bit_identically(smoke, tmp_path, amp):
     reference = tiny_model()
-    full = fit(reference, smoke, **TINY, out_dir=tmp_path / "full")
+    full = fit(reference, smoke, **TINY, amp=amp, out_dir=tmp_path / "full")
 
     interrupted = tiny_model()
     interrupted.fc.register_forward_hook(FailAt(step=7, error=KeyboardInterrupt))  # during epoch 2
     with pytest.raises(KeyboardInterrupt):
-        fit(interrupted, smoke, **TINY, out_dir=tmp_path / "resumed")
+        fit(interrupted, smoke, **TINY, amp=amp, out_dir=tmp_path / "resumed")
     assert torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)["epoch"] == 1  # intact
 
     resumed_model = tiny_model(seed=123)  # different initial weights: everything must come from the checkpoint
-    resumed = fit(resumed_model, smoke, **TINY, out_dir=tmp_path / "resumed", resume=True)
+    resumed = fit(resumed_model, smoke, **TINY, amp=amp, out_dir=tmp_path / "resumed", resume=True)
     ours, theirs = resumed_model.state_dict(), reference.state_dict()
     assert all(torch.equal(ours[key], theirs[key]) for key in theirs)
     timing = {"images_per_s", "seconds"}
@@ -161,6 +162,16 @@ def test_interrupted_run_resumes_bit_identically(smoke, tmp_path):
     final = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)
     assert final["optimizer"]["state"][0]["momentum_buffer"].equal(
         torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["optimizer"]["state"][0]["momentum_buffer"])
+
+
+@pytest.mark.parametrize("has_amx, amp, expected", [(True, None, "bfloat16"), (False, None, None),
+                                                     (True, False, None), (False, True, "bfloat16")])
+def test_cpu_trains_in_bfloat16_by_default_only_with_amx(smoke, tmp_path, monkeypatch, has_amx, amp, expected):
+    monkeypatch.setattr("resnet_lab.train.cpu_has_amx", lambda: has_amx)
+    history = fit(tiny_model(), smoke, **dict(TINY, epochs=1), amp=amp, out_dir=tmp_path, model_name="resnet8")
+    config = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["config"]
+    assert (config["amp"], config["channels_last"]) == (expected, True)
+    assert 0 < history[0]["train_loss"] < 10 and history[0]["test_acc"] is not None
 
 
 def test_recipes_schedules_and_warmup(smoke, tmp_path):
@@ -222,7 +233,7 @@ def test_two_process_gloo_ddp_ends_with_identical_weights(tmp_path):
 def test_command_line_smoke_run_end_to_end(tmp_path):
     env = dict(os.environ, RESNET_LAB_CACHE=str(tmp_path / "cache"), PYTHONPATH=str(ROOT))
     command = [sys.executable, "-m", "resnet_lab.train", "--model", "resnet8", "--smoke", "--epochs", "2",
-               "--batch-size", "100", "--out", str(tmp_path / "run"), "--threads", "1", "--no-progress"]
+               "--batch-size", "100", "--out", str(tmp_path / "run"), "--threads", "1", "--no-progress", "--no-amp"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
@@ -230,6 +241,7 @@ def test_command_line_smoke_run_end_to_end(tmp_path):
     assert all(list(e) == list(METRICS_FIELDS) and 0 <= e["test_acc"] <= 1 for e in metrics["epochs"])
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert state["epoch"] == 2 and cifar_resnet(8).load_state_dict(state["model"])
+    assert state["config"]["amp"] is None  # --no-amp: float32 even on a CPU with AMX
 
 
 def test_command_line_errors_are_clean(tmp_path, monkeypatch, capsys):
