@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["SMOKE_ENV", "smoke_mode", "pick_device", "cpu_has_amx", "seed_everything", "in_colab", "Session", "setup_notebook"]
+__all__ = ["SMOKE_ENV", "smoke_mode", "pick_device", "cpu_has_amx", "seed_everything", "in_colab", "Session",
+           "setup_notebook"]
 
 SMOKE_ENV = "RESNET_LAB_SMOKE"
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"", "0", "false", "no", "off"}
