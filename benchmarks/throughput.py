@@ -11,7 +11,8 @@ steps: images / seconds, loading and augmentation included wherever a loader is 
     padding=4)``, ``RandomHorizontalFlip``, ``ToTensor``, ``Normalize``; model in NCHW (what a learner would write).
 (b) resnet_lab: ``load_cifar10`` (decoded uint8 cache) + ``TensorLoader(train=True, channels_last=True)``, model in
     channels_last; (b, fit) is the same through ``engine.train_epoch`` with ``fit``'s CPU defaults (its logging too).
-(c) limit: the bare step on one pre-made batch, NCHW and channels_last: no loading at all.
+(c) limit: the bare step on one pre-made batch, NCHW and channels_last: no loading at all; on a CPU with AMX also
+    channels_last with bfloat16 autocast, the limit for (b, fit), which then trains in bfloat16 (fit's default there).
 Targets (issue 8): (b) at least 90 % of the best limit, about 1.9x the standard pipeline.
 Without ``--data`` (and ``RESNET_LAB_DATA``) a synthetic folder of PNGs is written to a temporary directory.
 """
@@ -36,6 +37,7 @@ from torch import nn
 from resnet_lab.data import CIFAR10_MEAN, CIFAR10_STD, DATA_ENV, load_cifar10, make_smoke_cifar
 from resnet_lab.loader import TensorLoader
 from resnet_lab.models import resnet20
+from resnet_lab.runtime import cpu_has_amx
 
 __all__ = ["Result", "machine_info", "make_image_folder", "standard_loader", "train_step", "images_per_second",
            "run", "benchmark", "targets", "markdown_table", "main"]
@@ -48,9 +50,10 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 
 @dataclass(frozen=True)
 class Result:
-    key: str  # "a", "b", "b-fit", "c-nchw", "c-cl"
+    key: str  # "a", "b", "b-fit", "c-nchw", "c-cl", "c-cl-bf16"
     name: str
     images_per_s: float
+    bf16: bool = False  # bfloat16 autocast: compared with the bfloat16 limit
 
 
 def machine_info() -> dict[str, str]:
@@ -122,11 +125,14 @@ def _sgd(model: nn.Module) -> torch.optim.SGD:
     return torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer) -> Callable[[torch.Tensor, torch.Tensor], None]:
-    """One training step as a function of a batch: forward, cross-entropy, backward, SGD update."""
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, *,
+               bf16: bool = False) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    """One training step as a function of a batch: forward (in bfloat16 autocast if ``bf16``), cross-entropy,
+    backward, SGD update."""
 
     def step(images: torch.Tensor, labels: torch.Tensor) -> None:
-        loss = F.cross_entropy(model(images), labels)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(model(images), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -146,8 +152,10 @@ def images_per_second(step: Callable[[torch.Tensor, torch.Tensor], None], batche
     return count / (time.perf_counter() - start)
 
 
-def _fit_style(data, batch_size: int, *, steps: int, warmup: int, seed: int) -> float:
-    """(b, fit): ``engine.train_epoch`` over ``steps`` batches, with ``fit``'s CPU defaults (``train._prepare``)."""
+def _fit_style(data, batch_size: int, *, steps: int, warmup: int, seed: int) -> tuple[float, bool]:
+    """(b, fit): ``engine.train_epoch`` over ``steps`` batches, with ``fit``'s CPU defaults (``train._prepare``).
+
+    Returns images/s and whether those defaults chose bfloat16."""
     from tqdm.auto import tqdm
 
     from resnet_lab.engine import train_epoch
@@ -172,7 +180,7 @@ def _fit_style(data, batch_size: int, *, steps: int, warmup: int, seed: int) -> 
             totals = train_epoch(runnable, loader, optimizer, scheduler, scaler, config, epoch=1,
                                  amp_dtype=amp_dtype, bar=bar)
             seconds.append(time.perf_counter() - start)
-    return totals["images"] / seconds[-1]
+    return totals["images"] / seconds[-1], amp_dtype == torch.bfloat16
 
 
 # ---------------------------------------------------------------------------------------------- the benchmark
@@ -181,12 +189,12 @@ def run(data_dir: Path, *, batch_size: int = 128, steps: int = 40, warmup: int =
     """Measure (a), (b), optionally (b, fit), and (c) on ``data_dir``; see the module docstring."""
     results = []
 
-    def measure(key: str, name: str, channels_last: bool, batches: Iterator[Batch]) -> None:
+    def measure(key: str, name: str, channels_last: bool, batches: Iterator[Batch], bf16: bool = False) -> None:
         model = _model(channels_last, seed)
-        speed = images_per_second(train_step(model, _sgd(model)), batches, steps=steps, warmup=warmup)
+        speed = images_per_second(train_step(model, _sgd(model), bf16=bf16), batches, steps=steps, warmup=warmup)
         if hasattr(batches, "close"):
             batches.close()  # stops the DataLoader's workers before the next configuration runs
-        results.append(Result(key, name, speed))
+        results.append(Result(key, name, speed, bf16))
         print(f"  {name}: {speed:.0f} img/s", flush=True)
 
     torch.manual_seed(seed)
@@ -198,14 +206,19 @@ def run(data_dir: Path, *, batch_size: int = 128, steps: int = 40, warmup: int =
                           channels_last=True)
     measure("b", "(b) resnet_lab: TensorLoader, channels_last", True, _forever(loader))
     if fit_style:
-        speed = _fit_style(data, batch_size, steps=steps, warmup=warmup, seed=seed)
-        results.append(Result("b-fit", "(b, fit) resnet_lab: engine.train_epoch, fit's CPU defaults", speed))
+        speed, bf16 = _fit_style(data, batch_size, steps=steps, warmup=warmup, seed=seed)
+        precision = "bf16 autocast: this CPU has AMX" if bf16 else "float32"
+        results.append(Result("b-fit", f"(b, fit) resnet_lab: engine.train_epoch, fit's CPU defaults ({precision})",
+                              speed, bf16))
         print(f"  {results[-1].name}: {speed:.0f} img/s", flush=True)
     images, labels = next(iter(TensorLoader(data.train_images, data.train_labels, batch_size, train=True,
                                             seed=seed)))
     measure("c-nchw", "(c) limit: bare step on one batch, NCHW", False, itertools.repeat((images, labels)))
     cl = images.contiguous(memory_format=torch.channels_last)
     measure("c-cl", "(c) limit: bare step on one batch, channels_last", True, itertools.repeat((cl, labels)))
+    if cpu_has_amx() or any(r.bf16 for r in results):
+        measure("c-cl-bf16", "(c) limit: bare step on one batch, channels_last, bf16 autocast", True,
+                itertools.repeat((cl, labels)), bf16=True)
     return results
 
 
@@ -224,12 +237,14 @@ def targets(results: list[Result]) -> list[tuple[str, str, bool]]:
 
 
 def markdown_table(results: list[Result]) -> str:
-    """The results as a markdown table: img/s, ratio to (a), share of the best (c); then the targets."""
+    """The results as a markdown table: img/s, ratio to (a), share of the best (c) of the same precision; then
+    the targets."""
     speed = _by_key(results)
-    limit = max(speed["c-nchw"], speed["c-cl"])
-    lines = ["| configuration | img/s | × (a) standard | of best limit (c) |", "|---|---|---|---|"]
+    limits = {bf16: max((r.images_per_s for r in results if r.key.startswith("c-") and r.bf16 == bf16), default=None)
+              for bf16 in (False, True)}
+    lines = ["| configuration | img/s | × (a) standard | of best limit (c), same precision |", "|---|---|---|---|"]
     lines += [f"| {r.name} | {r.images_per_s:.0f} | {r.images_per_s / speed['a']:.2f}× | "
-              f"{r.images_per_s / limit:.0%} |" for r in results]
+              f"{f'{r.images_per_s / limits[r.bf16]:.0%}' if limits[r.bf16] else 'n/a'} |" for r in results]
     lines += ["", "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {target} | {value} | {'yes' if met else 'no'} |" for target, value, met in targets(results)]
     return "\n".join(lines)

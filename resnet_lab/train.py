@@ -276,7 +276,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     parser.add_argument("--recipe", default="fast", choices=sorted(RECIPES))
     parser.add_argument("--epochs", type=int, help="default: the recipe's (fast 30, paper 182)")
-    parser.add_argument("--batch-size", type=int, help="global batch; default: the recipe's (fast 256, paper 128)")
+    parser.add_argument("--batch-size", type=int, help="global batch; default: the recipe's (128 for both)")
     parser.add_argument("--lr", type=float, help="default: the recipe's, scaled linearly with --batch-size")
     parser.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=None,
                         help="the paper's lr/10 warm-up until training error < 80%% (default: on for ResNet-110)")

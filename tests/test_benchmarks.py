@@ -41,6 +41,10 @@ def test_markdown_table_gives_ratios_to_a_and_to_the_best_limit():
     table = throughput.markdown_table(result_rows(a=100, b=190, c_nchw=150, c_cl=200))
     assert "| (b) resnet_lab | 190 | 1.90× | 95% |" in table
     assert "| (c) channels_last | 200 | 2.00× | 100% |" in table
+    with_bf16 = throughput.markdown_table(result_rows(a=100, b=190, c_nchw=150, c_cl=200) + [
+        throughput.Result("b-fit", "(b, fit) bf16", 300, True), throughput.Result("c-cl-bf16", "(c) bf16", 400, True)])
+    assert "| (b, fit) bf16 | 300 | 3.00× | 75% |" in with_bf16  # against the bfloat16 limit, not float32's
+    assert "| (b) resnet_lab | 190 | 1.90× | 95% |" in with_bf16
     assert "| (b) ≈ 1.9× the standard pipeline (a) (met at ≥ 1.9×) | 1.90× | yes |" in table
 
 
@@ -65,13 +69,18 @@ def test_standard_loader_reads_the_synthetic_folder_like_load_cifar10(tmp_path):
     assert len(data.train_labels) == 30 and data.classes == tuple(loader.dataset.classes)
 
 
-def test_throughput_quick_runs_every_configuration_on_a_synthetic_folder(monkeypatch, capsys):
+@pytest.mark.parametrize("amx", [False, True], ids=["float32 CPU", "CPU with AMX"])
+def test_throughput_quick_runs_every_configuration_on_a_synthetic_folder(monkeypatch, capsys, amx):
+    monkeypatch.setattr("resnet_lab.train.cpu_has_amx", lambda: amx)  # fit's default precision
+    monkeypatch.setattr(throughput, "cpu_has_amx", lambda: amx)
     results = throughput.main(["--quick", "--batch-size", "4", "--threads", "1"])
-    assert [r.key for r in results] == ["a", "b", "b-fit", "c-nchw", "c-cl"]
+    assert [r.key for r in results] == ["a", "b", "b-fit", "c-nchw", "c-cl"] + ["c-cl-bf16"] * amx
+    assert [r.bf16 for r in results] == [False, False, amx, False, False] + [True] * amx
     assert all(r.images_per_s > 0 for r in results)
     out = capsys.readouterr().out
     assert "synthetic folder of PNG stripes" in out and "Quick mode" in out
     assert "| (c) limit: bare step on one batch, channels_last |" in out
+    assert ("fit's CPU defaults (bf16 autocast: this CPU has AMX)" if amx else "fit's CPU defaults (float32)") in out
     assert "(b) ≥ 90% of the best limit (c)" in out
     assert torch.get_num_threads() == 1
 

@@ -191,7 +191,7 @@ def test_recipes_schedules_and_warmup(smoke, tmp_path):
     state = torch.load(tmp_path / "fast" / "checkpoint.pt", weights_only=True)
     groups = state["optimizer"]["param_groups"]
     assert [g["weight_decay"] for g in groups] == [5e-4, 0.0] and groups[0]["nesterov"]  # no decay on BN, biases
-    assert state["config"]["lr"] == pytest.approx(0.2 * 50 / 256) and not state["config"]["warmup"]  # linear scaling
+    assert state["config"]["lr"] == pytest.approx(0.2 * 50 / 128) and not state["config"]["warmup"]  # linear scaling
     with pytest.raises(ValueError, match="recipe must be one of 'paper', 'fast'"):
         fit(tiny_model(), smoke, recipe="slow", **TINY)
 
