@@ -180,14 +180,16 @@ def plot_history(histories: dict[str, list[dict]], *, metric: str = "error", axe
 def _plain_log_labels(ax: Axes) -> None:
     """Label a log y axis with plain numbers (``20``, ``50``, ``100``, not ``2×10¹``).
 
-    Within two decades the 2× and 5× minor ticks are labelled too; wider axes keep only the decades.
+    Minor ticks get labels too when the axis is narrow: all of them within one decade (an axis from 30 to 70 would
+    otherwise show a single number), the 2× and 5× ticks within two; wider axes keep only the decades.
     """
     low, high = ax.get_ylim()
+    span = high / max(low, 1e-300)
+    labelled_digits = "23456789" if span <= 10 else "25" if span <= 100 else ""
     plain = FuncFormatter(lambda value, _: f"{value:g}")
     ax.yaxis.set_major_formatter(plain)
-    narrow = high / max(low, 1e-300) <= 100
     ax.yaxis.set_minor_formatter(FuncFormatter(
-        lambda value, _: f"{value:g}" if narrow and f"{value:.0e}"[0] in "25" else ""))
+        lambda value, _: f"{value:g}" if f"{value:.0e}"[0] in labelled_digits else ""))
 
 
 class LiveCurves:

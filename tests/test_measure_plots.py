@@ -62,15 +62,21 @@ def _history(errors):
              "train_loss": e / 50, "val_loss": e / 40, "test_loss": None} for i, e in enumerate(errors)]
 
 
-@pytest.mark.parametrize("errors, minor_labels", [([60, 40, 25, 18], True), ([90, 9, 0.9, 0.09], False)])
+@pytest.mark.parametrize("errors, minor_labels", [
+    ([70, 55, 40, 32], {"40", "50", "60", "70", "80"}),  # within one decade: every tick labelled
+    ([60, 20, 5, 2], {"2", "5", "20", "50"}),  # within two decades: the 2x and 5x ticks
+    ([90, 9, 0.9, 0.09], set()),  # wider: the decades only
+])
 def test_history_plot_labels_log_axes_with_plain_numbers(errors, minor_labels):
     axes = plot_history({"resnet20": _history(errors), "plain20": _history([e + 2 for e in errors])})
     axes[0].figure.canvas.draw()
     for ax in axes:
         assert ax.get_yscale() == "log" and ax.get_ylabel() == "error (%)" and ax.get_xlabel() == "epoch"
     labels = [t.get_text() for t in axes[0].yaxis.get_ticklabels(which="both") if t.get_text()]  # shared y axis
-    minor = [t.get_text() for t in axes[0].yaxis.get_ticklabels(minor=True) if t.get_text()]
+    low, high = axes[0].get_ylim()
+    minor_formatter = axes[0].yaxis.get_minor_formatter()
+    minor = {minor_formatter(v) for v in axes[0].yaxis.get_minorticklocs() if low <= v <= high} - {""}
     assert labels and all(text.replace(".", "").isdigit() for text in labels), labels
-    assert bool(minor) == minor_labels, minor  # 2x and 5x ticks labelled only within two decades
+    assert minor == minor_labels
     assert [line.get_label() for line in axes[1].get_lines()] == ["resnet20 (val)", "plain20 (val)"]
     plt.close(axes[0].figure)
