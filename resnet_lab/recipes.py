@@ -14,6 +14,7 @@ fast (accuracy per unit of compute; each choice with its source):
     Tuned on the JPEG copy of CIFAR-10 (ResNet-20, 20k training / 5k validation images, 10 epochs, 2-core Xeon
     CPU): batch 256 / lr 0.2 76.3 % val (label smoothing 0: 76.3 %; lr 0.4 with wd 2.5e-4: 77.7 %), batch 128 /
     lr 0.1 78.1 % (float32) and 77.2 % (bfloat16), batch 128 / lr 0.2 79.3 % (bfloat16; wd 2.5e-4: 78.5 %).
+    Full setting (45k/5k, 20 epochs, same CPU): 87.7 % val in bfloat16 (16.7 min), 87.8 % in float32 (34.0 min).
     On a CPU, batch 128 costs little speed and doubles the number of steps. Earlier, 3 epochs of 5k images
     (60 steps) reached 35.0 % val with the 100-step floor on the warm-up and 16.8 % without it.
 
