@@ -48,7 +48,7 @@ __all__ = ["train_on_tensors", "fit", "evaluate", "Evaluation", "TrainingDiverge
 
 # Settings that must match to resume a run: anything else would not continue the same run.
 _RESUME_KEYS = ("model", "recipe", "epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay",
-                "label_smoothing", "warmup", "seed", "data", "train_size")
+                "label_smoothing", "crop_padding", "warmup", "seed", "data", "train_size")
 
 
 def train_on_tensors(
@@ -165,7 +165,7 @@ def fit(
     # data: the whole set on the device; eval loaders shard too, their sums are reduced in evaluate()
     loader_options = {"device": device, "channels_last": channels_last, "rank": rank, "world_size": world}
     train_loader = TensorLoader(data.train_images, data.train_labels, config["batch_size"] // world, train=True,
-                                seed=seed, **loader_options)
+                                seed=seed, padding=config["crop_padding"], **loader_options)
     eval_loaders = {split: TensorLoader(images, labels, min(1024, 2 * config["batch_size"]), train=False,
                                         **loader_options)
                     for split, images, labels in (("val", data.val_images, data.val_labels),

@@ -174,6 +174,20 @@ def test_cpu_trains_in_bfloat16_by_default_only_with_amx(smoke, tmp_path, monkey
     assert 0 < history[0]["train_loss"] < 10 and history[0]["test_acc"] is not None
 
 
+@pytest.mark.parametrize("recipe, padding", [("paper", 4), ("fast", 2)])
+def test_each_recipe_crops_training_images_with_its_own_padding(smoke, monkeypatch, recipe, padding):
+    seen = []
+
+    def recording_loader(*args, **kwargs):
+        loader = TensorLoader(*args, **kwargs)
+        seen.append((loader.train, loader.padding))
+        return loader
+
+    monkeypatch.setattr("resnet_lab.train.TensorLoader", recording_loader)
+    fit(tiny_model(), smoke, **dict(TINY, epochs=1), recipe=recipe)
+    assert [pad for train, pad in seen if train] == [padding]  # evaluation loaders do not crop
+
+
 def test_recipes_schedules_and_warmup(smoke, tmp_path):
     paper = LRFactor("step", 100, milestones=(0.5, 0.75))
     assert [paper(s) for s in (0, 49, 50, 74, 75, 99)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
