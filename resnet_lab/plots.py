@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.colors import LogNorm
 from matplotlib.patches import Arc, Rectangle
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 from torch import nn
 
 __all__ = ["PLAIN_COLOR", "RESIDUAL_COLOR", "variant_color", "model_depth", "describe", "plot_layer_norms", "new_axes",
@@ -169,6 +169,7 @@ def plot_history(histories: dict[str, list[dict]], *, metric: str = "error", axe
     for ax, title in zip(axes, ("training", "held out")):
         ax.set_yscale("log")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(ylabel)
         ax.set_title(f"{title} {ylabel}")
         ax.grid(True, which="both", alpha=0.3)
@@ -220,7 +221,9 @@ class LiveCurves:
                      label="train")
         axes[0].set(xlabel="epoch", ylabel="cross-entropy", yscale="log", title=f"{self.name}: loss")
         axes[1].set(xlabel="epoch", ylabel="accuracy (%)", title=f"{self.name}: accuracy after epoch {epochs[-1]}")
+        _plain_log_labels(axes[0])
         for ax in axes:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(True, alpha=0.3)
             ax.legend(fontsize="small")
         if self._handle is None:

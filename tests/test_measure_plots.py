@@ -6,7 +6,7 @@ from matplotlib.patches import Arc, Rectangle
 
 from resnet_lab.measure import multiply_adds, stage_table, step_cost
 from resnet_lab.models import cifar_resnet, count_parameters, imagenet_resnet
-from resnet_lab.plots import draw_network, plot_history
+from resnet_lab.plots import LiveCurves, draw_network, plot_history
 
 
 def test_multiply_adds_match_the_papers_table_1():
@@ -80,3 +80,34 @@ def test_history_plot_labels_log_axes_with_plain_numbers(errors, minor_labels):
     assert minor == minor_labels
     assert [line.get_label() for line in axes[1].get_lines()] == ["resnet20 (val)", "plain20 (val)"]
     plt.close(axes[0].figure)
+
+
+def test_training_curves_tick_whole_epochs_and_label_the_loss_axis_plainly(monkeypatch):
+    history = _history([64, 43, 34, 30, 27, 25, 24, 23, 21, 20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 9])
+    axes = plot_history({"resnet20": history})
+    shown = {}
+
+    class Handle:  # IPython's display handle: the latest figure replaces the shown one
+        def update(self, fig):
+            shown["fig"] = fig
+
+    def display(fig, display_id=None):
+        shown["fig"] = fig
+        return Handle()
+
+    monkeypatch.setattr("IPython.display.display", display)
+    curves = LiveCurves("resnet20")
+    for record in history:
+        curves(record)
+    figures = [axes[0].figure, shown["fig"]]
+    for figure in figures:
+        figure.canvas.draw()
+        for ax in figure.axes:
+            ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+            assert ticks and all(float(t).is_integer() for t in ticks), (ax.get_title(), ticks)
+    loss_axis = shown["fig"].axes[0]
+    assert loss_axis.get_yscale() == "log"
+    labels = [t.get_text() for t in loss_axis.yaxis.get_ticklabels(which="both") if t.get_text()]
+    assert labels and not any("10^" in text or "times" in text for text in labels), labels
+    for figure in figures:
+        plt.close(figure)
