@@ -25,7 +25,7 @@ import os
 import platform
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,8 +39,8 @@ from resnet_lab.loader import TensorLoader
 from resnet_lab.models import resnet20
 from resnet_lab.runtime import cpu_has_amx
 
-__all__ = ["Result", "machine_info", "make_image_folder", "standard_loader", "train_step", "images_per_second",
-           "run", "benchmark", "targets", "markdown_table", "main"]
+__all__ = ["Result", "machine_info", "make_image_folder", "standard_dataset", "standard_loader", "train_step",
+           "images_per_second", "run", "benchmark", "targets", "markdown_table", "main"]
 
 DEFAULTS = {"batch_size": 128, "steps": 40, "warmup": 5, "workers": 2, "seed": 0}
 QUICK = {"batch_size": 32, "steps": 2, "warmup": 1}  # --quick: checks the code paths, measures nothing
@@ -89,22 +89,31 @@ def make_image_folder(root: Path, images: int, *, seed: int = 0) -> Path:
     return root
 
 
-def standard_loader(root: Path, batch_size: int, *, workers: int = 2, seed: int = 0,
-                    **options) -> torch.utils.data.DataLoader:
-    """The textbook pipeline: PIL decode and per-image transforms in ``workers`` processes, NCHW float batches.
-
-    ``options`` go to the ``DataLoader`` (``pin_memory``, ``drop_last``).
-    """
+def standard_dataset(root: Path, *, train: bool = True) -> torch.utils.data.Dataset:
+    """torchvision's dataset for ``root`` (``ImageFolder``, or ``CIFAR10`` for the official batches) with the
+    textbook transforms: ``RandomCrop(32, padding=4)`` and ``RandomHorizontalFlip`` when ``train``, then
+    ``ToTensor`` and ``Normalize``. Always the training images: a validation split is a subset of them."""
     from torchvision import transforms as T
 
-    transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
-                           T.Normalize(CIFAR10_MEAN, CIFAR10_STD)])
+    augment = [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()] if train else []
+    transform = T.Compose([*augment, T.ToTensor(), T.Normalize(CIFAR10_MEAN, CIFAR10_STD)])
     if (root / "train").is_dir():
-        dataset = torchvision.datasets.ImageFolder(str(root / "train"), transform)
-    else:  # the official batches: torchvision's CIFAR10 wants the folder above cifar-10-batches-py
-        parent = root.parent if (root / "data_batch_1").exists() else root
-        dataset = torchvision.datasets.CIFAR10(str(parent), train=True, transform=transform)
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
+        return torchvision.datasets.ImageFolder(str(root / "train"), transform)
+    parent = root.parent if (root / "data_batch_1").exists() else root  # CIFAR10 wants the folder above the batches
+    return torchvision.datasets.CIFAR10(str(parent), train=True, transform=transform)
+
+
+def standard_loader(root: Path, batch_size: int, *, workers: int = 2, seed: int = 0, train: bool = True,
+                    indices: Sequence[int] | None = None, **options) -> torch.utils.data.DataLoader:
+    """The textbook pipeline: PIL decode and per-image transforms in ``workers`` processes, NCHW float batches.
+
+    ``train`` augments and shuffles; ``indices`` keep only those training images; ``options`` go to the
+    ``DataLoader`` (``pin_memory``, ``drop_last``).
+    """
+    dataset = standard_dataset(root, train=train)
+    if indices is not None:
+        dataset = torch.utils.data.Subset(dataset, list(indices))
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=train, num_workers=workers,
                                        generator=torch.Generator().manual_seed(seed), **options)
 
 

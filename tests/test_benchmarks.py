@@ -1,15 +1,18 @@
 """The benchmark scripts (benchmarks/): their quick and dry-run paths end to end, on synthetic data, in seconds."""
 
 import itertools
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from benchmarks import gpu, notebooks, run_cpu, throughput, widget_latency
+from benchmarks import gpu, notebooks, reference, run_cpu, throughput, widget_latency
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,6 +86,68 @@ def test_throughput_quick_runs_every_configuration_on_a_synthetic_folder(monkeyp
     assert ("fit's CPU defaults (bf16 autocast: this CPU has AMX)" if amx else "fit's CPU defaults (float32)") in out
     assert "(b) ≥ 90% of the best limit (c)" in out
     assert torch.get_num_threads() == 1
+
+
+def test_standard_loader_keeps_the_given_images_and_skips_augmentation_for_evaluation(tmp_path):
+    folder = throughput.make_image_folder(tmp_path, 30)
+    loader = throughput.standard_loader(folder, 8, workers=0, train=False, indices=[3, 0, 7])
+    images, labels = next(iter(loader))
+    data = throughput.load_cifar10(folder, cache=False)
+    expected = (data.train_images[[3, 0, 7]].float() / 255 - torch.tensor(throughput.CIFAR10_MEAN)[:, None, None]) \
+        / torch.tensor(throughput.CIFAR10_STD)[:, None, None]
+    assert torch.allclose(images, expected, atol=1e-6)  # same order, no crop, no flip
+    assert labels.tolist() == data.train_labels[[3, 0, 7]].tolist()
+
+
+# ---------------------------------------------------------------------------------------------- reference
+def test_reference_resnet20_computes_what_resnet_lab_computes_with_the_same_weights():
+    from resnet_lab.models import resnet20
+
+    torch.manual_seed(0)
+    ours, theirs = resnet20(), reference.ReferenceResNet()
+    assert sum(p.numel() for p in theirs.parameters()) == sum(p.numel() for p in ours.parameters()) == 269_722
+    for module in ours.modules():  # BatchNorm away from its initial identity, so its statistics matter too
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.normal_()
+            module.running_var.uniform_(0.5, 2)
+            module.weight.data.normal_()
+    theirs.load_state_dict(dict(zip(theirs.state_dict(), ours.state_dict().values())))  # same order and shapes
+    x = torch.randn(4, 3, 32, 32)
+    for mode in (False, True):
+        ours.train(mode), theirs.train(mode)
+        assert torch.allclose(theirs(x), ours(x), atol=1e-5)
+
+
+def test_reference_holds_out_the_images_load_cifar10_holds_out(tmp_path):
+    folder = throughput.make_image_folder(tmp_path, 60)
+    train, val = reference.split_indices(folder, 20, seed=3)
+    dataset = throughput.standard_dataset(folder, train=False)
+    data = throughput.load_cifar10(folder, val_split=20, seed=3, cache=False)
+
+    def pixels(indices):
+        return torch.stack([torch.from_numpy(np.array(Image.open(dataset.samples[i][0]))).permute(2, 0, 1)
+                            for i in indices])
+
+    assert torch.equal(pixels(val), data.val_images) and torch.equal(pixels(train), data.train_images)
+    with pytest.raises(ValueError, match="val_split must be between 1 and 59"):
+        reference.split_indices(folder, 60)
+
+
+def test_reference_trains_with_the_step_schedule_and_writes_its_metrics(tmp_path, capsys):
+    folder = throughput.make_image_folder(tmp_path / "data", 100)
+    metrics = reference.main(["--data", str(folder), "--epochs", "4", "--val-split", "20", "--workers", "0",
+                              "--threads", "1", "--out", str(tmp_path / "run")])
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["epochs"] == metrics["epochs"] and (saved["train"], saved["val"]) == (80, 20)
+    assert [e["epoch"] for e in saved["epochs"]] == [1, 2, 3, 4]
+    assert all(0 <= e["train_acc"] <= 1 and 0 <= e["val_acc"] <= 1 for e in saved["epochs"])
+    assert saved["epochs"][-1]["train_loss"] < saved["epochs"][0]["train_loss"]
+    assert "epoch 4/4: train loss" in capsys.readouterr().out
+
+
+def test_reference_needs_real_data():
+    with pytest.raises(SystemExit):
+        reference.main([])
 
 
 # ---------------------------------------------------------------------------------------------- widget latency
