@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["SMOKE_ENV", "smoke_mode", "pick_device", "cpu_has_amx", "seed_everything", "in_colab", "Session",
-           "setup_notebook"]
+__all__ = ["SMOKE_ENV", "smoke_mode", "pick_device", "cpu_has_amx", "autocast_dtype", "seed_everything", "in_colab",
+           "Session", "setup_notebook"]
 
 SMOKE_ENV = "RESNET_LAB_SMOKE"
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"", "0", "false", "no", "off"}
@@ -52,6 +52,18 @@ def cpu_has_amx() -> bool:
     """
     check = getattr(torch.cpu, "_is_amx_tile_supported", None)  # torch's own test; private, hence the guard
     return bool(check is not None and check())
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype:
+    """The mixed-precision type for ``device``: bfloat16, except on GPUs without bfloat16 tensor cores.
+
+    CUDA GPUs before compute capability 8.0 (Volta, Turing: Colab's T4) get float16, which their tensor cores
+    run and which needs loss scaling. ``torch.cuda.is_bf16_supported()`` is not the test: by default it also says
+    yes where bfloat16 is only emulated. ROCm GPUs and CPUs get bfloat16.
+    """
+    if device.type == "cuda" and torch.version.hip is None and torch.cuda.get_device_capability(device)[0] < 8:
+        return torch.float16
+    return torch.bfloat16
 
 
 def seed_everything(seed: int) -> None:

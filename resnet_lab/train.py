@@ -42,7 +42,7 @@ from .engine import Evaluation, TrainingDiverged, average_buffers, evaluate, tra
 from .engine import world as world_info
 from .loader import TensorLoader
 from .recipes import RECIPES, make_optimizer, make_scheduler
-from .runtime import cpu_has_amx
+from .runtime import autocast_dtype, cpu_has_amx
 
 __all__ = ["train_on_tensors", "fit", "evaluate", "Evaluation", "TrainingDiverged", "main"]
 
@@ -108,8 +108,8 @@ def _prepare(model: nn.Module, device: torch.device, *, amp: bool | None, channe
     cuda = device.type == "cuda"
     amp = (cuda or (device.type == "cpu" and cpu_has_amx())) if amp is None else amp
     amp_dtype = None
-    if amp:  # bfloat16 needs no loss scaling; float16 (older GPUs) does, through the GradScaler
-        amp_dtype = torch.bfloat16 if not cuda or torch.cuda.is_bf16_supported() else torch.float16
+    if amp:  # bfloat16 needs no loss scaling; float16 (GPUs before Ampere) does, through the GradScaler
+        amp_dtype = autocast_dtype(device)
     # channels_last: faster convolutions on CUDA and on CPU (ResNet-20 step +15 % on a 2-core x86 CPU, measured)
     channels_last = device.type in ("cuda", "cpu") if channels_last is None else channels_last
     net = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
@@ -128,9 +128,9 @@ def fit(
     """Train ``model`` on ``data`` with ``recipe`` ("fast" or "paper", see :mod:`resnet_lab.recipes`).
 
     Every setting left at ``None`` comes from the recipe (``epochs`` too); ``warmup=None`` turns the paper's
-    warm-up on for nets of 54+ blocks (ResNet-110). ``amp`` (bfloat16 autocast; float16 on GPUs without
-    bfloat16) defaults to on for CUDA and for CPUs with AMX (:func:`resnet_lab.runtime.cpu_has_amx`), ``channels_last``
-    to on for CUDA and CPU.
+    warm-up on for nets of 54+ blocks (ResNet-110). ``amp`` (bfloat16 autocast; float16 on GPUs before Ampere,
+    :func:`resnet_lab.runtime.autocast_dtype`) defaults to on for CUDA and for CPUs with AMX
+    (:func:`resnet_lab.runtime.cpu_has_amx`), ``channels_last`` to on for CUDA and CPU.
     With ``out_dir``, each epoch ends with an atomic ``checkpoint.pt`` and ``metrics.json``; ``resume=True``
     continues from the checkpoint (bit-identical on CPU with a fixed thread count). Returns the history: one dict
     per epoch with ``epoch, train_loss, train_acc, val_loss, val_acc, test_loss, test_acc, images_per_s, seconds,

@@ -31,6 +31,21 @@ def test_bad_smoke_value_says_what_is_valid(monkeypatch):
         runtime.smoke_mode()
 
 
+@pytest.mark.parametrize("capability, hip, expected", [
+    ((7, 5), None, torch.float16),  # Turing (Colab's T4): bfloat16 would only be emulated
+    ((7, 0), None, torch.float16),  # Volta
+    ((8, 0), None, torch.bfloat16),  # Ampere and later have bfloat16 tensor cores
+    ((9, 0), None, torch.bfloat16),
+    ((7, 5), "6.2", torch.bfloat16),  # ROCm reports a capability of its own; its GPUs run bfloat16
+], ids=["T4", "V100", "A100", "H100", "ROCm"])
+def test_autocast_dtype_is_float16_only_on_gpus_without_bfloat16_tensor_cores(monkeypatch, capability, hip, expected):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)  # what torch says on a T4
+    monkeypatch.setattr(torch.version, "hip", hip)
+    assert runtime.autocast_dtype(torch.device("cuda")) == expected
+    assert runtime.autocast_dtype(torch.device("cpu")) == torch.bfloat16
+
+
 def test_setup_notebook_seeds_and_reports(capsys):
     session = runtime.setup_notebook(seed=7, smoke=True, device="cpu")
     first = torch.rand(3)
