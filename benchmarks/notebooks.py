@@ -29,7 +29,7 @@ BASELINE = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
 
 
 def run_notebook(notebook: nbformat.NotebookNode, path: Path, smoke: bool) -> tuple[float, float]:
-    """(seconds, peak kernel RSS in MB) of one Run All of ``notebook`` (read from ``path``)."""
+    """(seconds, peak kernel RSS in MiB) of one Run All of ``notebook`` (read from ``path``)."""
     os.environ["RESNET_LAB_SMOKE"] = "1" if smoke else "0"
     client = NotebookClient(notebook, timeout=3600, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}})
@@ -73,12 +73,12 @@ def main() -> None:
     print("| notebook | mode | wall time | peak kernel memory |")
     print("|---|---|---|---|")
     _, baseline = run_notebook(BASELINE, ROOT / "notebooks" / "baseline.ipynb", smoke=True)
-    print(f"| (imports only: torch, torchvision, matplotlib, resnet_lab) | – | – | {baseline:.0f} MB |", flush=True)
+    print(f"| (imports only: torch, torchvision, matplotlib, resnet_lab) | – | – | {baseline:.0f} MiB |", flush=True)
     for path in paths:
         for smoke in modes:
             seconds, peak = run_notebook(nbformat.read(path, as_version=4), path, smoke)
             mode = "smoke" if smoke else "real (CPU)"
-            print(f"| {path.name} | {mode} | {seconds:.0f} s | {peak:.0f} MB |", flush=True)
+            print(f"| {path.name} | {mode} | {seconds:.0f} s | {peak:.0f} MiB |", flush=True)
 
 
 if __name__ == "__main__":

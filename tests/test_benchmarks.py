@@ -214,9 +214,9 @@ def test_run_cpu_writes_one_markdown_file_with_every_table(tiny_suite, tmp_path)
     assert "| 3 |" in text and "| 4 |" in text and "< 300 ms" in text
     assert calls == [("baseline.ipynb", True), ("small.ipynb", False), ("small.ipynb", True),
                      ("big.ipynb", False), ("big.ipynb", True)]
-    assert "| small.ipynb | real | 12 s | 800 MB | ≤ 1,536 MB (Binder) | yes |" in text
-    assert "| big.ipynb | smoke | 12 s | 2,000 MB | ≤ 1,536 MB (Binder) | no |" in text
-    assert "| (imports only) | – | – | 800 MB |" in text
+    assert "| small.ipynb | real | 12 s | 800 MiB | ≤ 1,536 MiB (Binder) | yes |" in text
+    assert "| big.ipynb | smoke | 12 s | 2,000 MiB | ≤ 1,536 MiB (Binder) | no |" in text
+    assert "| (imports only) | – | – | 800 MiB |" in text
 
 
 def test_run_cpu_defaults_to_smoke_notebooks_and_can_skip_them(tiny_suite, tmp_path, monkeypatch):
