@@ -8,12 +8,15 @@ torchvision ``ImageFolder`` (or ``CIFAR10``) with PIL transforms in a ``DataLoad
 (:func:`benchmarks.throughput.standard_loader`), a ResNet-20 written below from the paper's text (He et al. 2016,
 Sec. 4.2: three stages of 16/32/64 channels, option A shortcuts, He initialisation), ``torch.optim.SGD`` with
 ``MultiStepLR`` (lr 0.1, /10 at 50 % and 75 % of the epochs, momentum 0.9, weight decay 1e-4 on every parameter,
-batch 128), float32, NCHW, single-view evaluation in ``eval()`` mode. Only the validation split is borrowed
-(:func:`resnet_lab.data.stratified_split`, same seed), so both runs are scored on the same images.
+batch 128), float32, NCHW, single-view evaluation in ``eval()`` mode. Borrowed are only the validation split
+(:func:`resnet_lab.data.stratified_split`, same seed, so both runs are scored on the same images) and the atomic
+file write.
 
 If both land at the same accuracy (within the spread between seeds), what resnet_lab reaches on a dataset belongs
-to the dataset and the recipe, not to its fast loader, its models or its loop. Writes ``OUT/metrics.json``
-(per-epoch losses and accuracies as fractions, seconds) and prints one line per epoch.
+to the dataset and the recipe, not to its fast loader, its models or its loop. Measured on the JPEG development
+copy (README, "Measured"): 40 epochs, 86.1 % against resnet_lab's 85.7 and 87.1 % (two seeds). Rewrites
+``OUT/metrics.json`` after every epoch (losses and accuracies as fractions, seconds) and prints one line per epoch
+(a progress bar within it). No resume: a 182-epoch run takes about four hours on a 2-core CPU.
 """
 
 from __future__ import annotations
@@ -28,11 +31,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 if __package__ in (None, ""):  # run as a file: make the `benchmarks` package importable from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.throughput import machine_info, standard_dataset, standard_loader  # noqa: E402
+from resnet_lab.checkpoint import atomic_write  # noqa: E402
 from resnet_lab.data import DATA_ENV, stratified_split  # noqa: E402
 
 __all__ = ["ReferenceResNet", "split_indices", "train_reference", "main"]
@@ -116,7 +121,7 @@ def train_reference(data_dir: Path, *, epochs: int, val_split: int, seed: int = 
     for epoch in range(1, epochs + 1):
         model.train()
         start, loss_sum, correct, count = time.perf_counter(), 0.0, 0, 0
-        for images, targets in train:
+        for images, targets in tqdm(train, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False):
             logits = model(images)
             loss = F.cross_entropy(logits, targets)
             optimizer.zero_grad(set_to_none=True)
@@ -134,8 +139,7 @@ def train_reference(data_dir: Path, *, epochs: int, val_split: int, seed: int = 
         print(f"epoch {epoch}/{epochs}: train loss {loss_sum / count:.3f} acc {correct / count:.2%} | "
               f"val loss {val_loss:.3f} acc {val_acc:.2%} | {count / seconds:.0f} img/s", flush=True)
         if out is not None:
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+            atomic_write(out / "metrics.json", lambda path: path.write_text(json.dumps(metrics, indent=1)))
     return metrics
 
 
