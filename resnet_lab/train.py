@@ -286,7 +286,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best available)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (fix it for bit-identical resumes)")
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                        help="bfloat16 autocast (default: on for CUDA and for CPUs with AMX; --no-amp: float32)")
+                        help="mixed precision: bfloat16 autocast, float16 on GPUs before Ampere (default: on for "
+                             "CUDA and for CPUs with AMX; --no-amp: float32)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars or per-epoch lines")
     return parser
