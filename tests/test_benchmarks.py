@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from benchmarks import gpu, notebooks, reference, run_cpu, throughput, widget_latency
+from resnet_lab.loader import normalize
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,8 +94,8 @@ def test_standard_loader_keeps_the_given_images_and_skips_augmentation_for_evalu
     loader = throughput.standard_loader(folder, 8, workers=0, train=False, indices=[3, 0, 7])
     images, labels = next(iter(loader))
     data = throughput.load_cifar10(folder, cache=False)
-    expected = (data.train_images[[3, 0, 7]].float() / 255 - torch.tensor(throughput.CIFAR10_MEAN)[:, None, None]) \
-        / torch.tensor(throughput.CIFAR10_STD)[:, None, None]
+    expected = normalize(data.train_images[[3, 0, 7]], torch.tensor(throughput.CIFAR10_MEAN),
+                         torch.tensor(throughput.CIFAR10_STD))  # what TensorLoader feeds the network
     assert torch.allclose(images, expected, atol=1e-6)  # same order, no crop, no flip
     assert labels.tolist() == data.train_labels[[3, 0, 7]].tolist()
 
@@ -114,7 +115,8 @@ def test_reference_resnet20_computes_what_resnet_lab_computes_with_the_same_weig
     theirs.load_state_dict(dict(zip(theirs.state_dict(), ours.state_dict().values())))  # same order and shapes
     x = torch.randn(4, 3, 32, 32)
     for mode in (False, True):
-        ours.train(mode), theirs.train(mode)
+        ours.train(mode)
+        theirs.train(mode)
         assert torch.allclose(theirs(x), ours(x), atol=1e-5)
 
 
