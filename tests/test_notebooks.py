@@ -6,6 +6,7 @@ every notebook (badge, parameters cell, setup cell, exercise check).
 """
 
 import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -67,6 +68,15 @@ def test_no_widget_state_and_no_huge_outputs(notebook):
     for cell in nb.cells:
         for output in cell.get("outputs", []):
             assert len(json.dumps(output)) < MAX_OUTPUT_BYTES
+
+
+def test_no_control_characters_in_cell_sources(notebook):
+    path, nb = notebook
+    for index, cell in enumerate(nb.cells):
+        match = re.search(r"[\x00-\x09\x0b-\x1f\x7f]", cell.source)  # newline is the only one allowed
+        context = cell.source[max(match.start() - 30, 0):match.end() + 10] if match else ""
+        assert not match, (f"{path.name}, cell {index}: control character {match.group()!r} in {context!r} — a Python "
+                           "escape (\\a, \\b, \\f, \\v, \\t) ate a LaTeX backslash; edit with raw strings")
 
 
 def test_template(notebook):
