@@ -162,17 +162,17 @@ def images_per_second(step: Callable[[torch.Tensor, torch.Tensor], None], batche
 
 
 def _fit_style(data, batch_size: int, *, steps: int, warmup: int, seed: int) -> tuple[float, bool]:
-    """(b, fit): ``engine.train_epoch`` over ``steps`` batches, with ``fit``'s CPU defaults (``train._prepare``).
+    """(b, fit): ``engine.train_epoch`` over ``steps`` batches, with ``fit``'s CPU defaults (``train.prepare_model``).
 
     Returns images/s and whether those defaults chose bfloat16."""
     from tqdm.auto import tqdm
 
     from resnet_lab.engine import train_epoch
     from resnet_lab.recipes import RECIPES, make_scheduler
-    from resnet_lab.train import _prepare
+    from resnet_lab.train import prepare_model
 
     torch.manual_seed(seed)
-    model, runnable, amp_dtype, channels_last = _prepare(resnet20(), torch.device("cpu"), amp=None,
+    model, runnable, amp_dtype, channels_last = prepare_model(resnet20(), torch.device("cpu"), amp=None,
                                                          channels_last=None, compile=False)
     optimizer = _sgd(model)
     scheduler = make_scheduler(optimizer, RECIPES["fast"], warmup + steps)

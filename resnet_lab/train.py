@@ -44,7 +44,7 @@ from .loader import TensorLoader
 from .recipes import RECIPES, make_optimizer, make_scheduler
 from .runtime import autocast_dtype, cpu_has_amx
 
-__all__ = ["train_on_tensors", "fit", "evaluate", "Evaluation", "TrainingDiverged", "main"]
+__all__ = ["train_on_tensors", "fit", "prepare_model", "evaluate", "Evaluation", "TrainingDiverged", "main"]
 
 # Settings that must match to resume a run: anything else would not continue the same run.
 _RESUME_KEYS = ("model", "recipe", "epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay",
@@ -102,9 +102,14 @@ def _resolve(recipe: str, **overrides) -> dict:
     return config
 
 
-def _prepare(model: nn.Module, device: torch.device, *, amp: bool | None, channels_last: bool | None,
-             compile: bool) -> tuple[nn.Module, nn.Module, torch.dtype | None, bool]:
-    """The one place for device, precision, memory format and compilation: ``(net, runnable, amp_dtype, cl)``."""
+def prepare_model(model: nn.Module, device: torch.device, *, amp: bool | None, channels_last: bool | None,
+                  compile: bool) -> tuple[nn.Module, nn.Module, torch.dtype | None, bool]:
+    """Move ``model`` to ``device`` with ``fit``'s precision, memory-format and compilation choices.
+
+    The one place those are decided (``None`` picks ``fit``'s default). Returns ``(net, runnable, amp_dtype,
+    channels_last)``: ``net`` holds the weights (save and evaluate it), ``runnable`` is what the training step
+    calls (``torch.compile(net)`` or ``net`` itself), ``amp_dtype`` is the autocast dtype or None for float32.
+    """
     cuda = device.type == "cuda"
     amp = (cuda or (device.type == "cpu" and cpu_has_amx())) if amp is None else amp
     amp_dtype = None
@@ -152,7 +157,7 @@ def fit(
     if warmup is None:
         warmup = recipe == "paper" and len(getattr(model, "blocks", ())) >= 54
     config.update(model=name, warmup=warmup, seed=seed, data=data.source, train_size=len(data.train_labels))
-    net, runnable, amp_dtype, channels_last = _prepare(model, device, amp=amp, channels_last=channels_last,
+    net, runnable, amp_dtype, channels_last = prepare_model(model, device, amp=amp, channels_last=channels_last,
                                                        compile=compile)
     with torch.no_grad():  # a wrong head fails here with a clear message, not deep in cross_entropy
         outputs = net.eval()(torch.zeros(1, *data.train_images.shape[1:], device=device)).shape[-1]

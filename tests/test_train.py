@@ -20,7 +20,7 @@ from resnet_lab.data import make_smoke_cifar
 from resnet_lab.loader import TensorLoader
 from resnet_lab.models import cifar_resnet
 from resnet_lab.recipes import LRFactor
-from resnet_lab.train import TrainingDiverged, evaluate, fit, main
+from resnet_lab.train import TrainingDiverged, evaluate, fit, main, prepare_model
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"epochs": 3, "batch_size": 50, "device": "cpu", "progress": False}
@@ -172,6 +172,18 @@ def test_cpu_trains_in_bfloat16_by_default_only_with_amx(smoke, tmp_path, monkey
     config = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["config"]
     assert (config["amp"], config["channels_last"]) == (expected, True)
     assert 0 < history[0]["train_loss"] < 10 and history[0]["test_acc"] is not None
+
+
+@pytest.mark.parametrize("channels_last", [None, False])
+def test_prepare_model_keeps_one_set_of_weights_in_the_chosen_memory_format(channels_last):
+    model = tiny_model()
+    net, runnable, amp_dtype, chosen = prepare_model(model, torch.device("cpu"), amp=True,
+                                                     channels_last=channels_last, compile=False)
+    assert net is model and runnable is net and amp_dtype is torch.bfloat16 and chosen is (channels_last is None)
+    conv = next(p for p in net.parameters() if p.dim() == 4)
+    assert conv.is_contiguous(memory_format=torch.channels_last) is chosen
+    _, compiled, _, _ = prepare_model(model, torch.device("cpu"), amp=False, channels_last=None, compile=True)
+    assert compiled is not model and compiled._orig_mod is model  # compiled lazily: weights shared, not copied
 
 
 @pytest.mark.parametrize("recipe, padding", [("paper", 4), ("fast", 2)])
