@@ -21,6 +21,7 @@ __all__ = [
     "SHORTCUTS",
     "conv3x3",
     "conv1x1",
+    "he_init_",
     "PaddingShortcut",
     "PlainBlock",
     "BasicBlock",
@@ -41,6 +42,18 @@ def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
 def conv1x1(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
     """1x1 convolution without bias."""
     return nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False)
+
+
+def he_init_(module: nn.Module) -> nn.Module:
+    """He et al. 2015 init of every Conv2d in ``module``, in place: weights ~ N(0, 2 / fan_out), as torchvision.
+
+    Keeps the signal's variance through ReLUs ("Delving Deep into Rectifiers"); fan_out is the backward pass's fan.
+    BatchNorm and Linear layers keep PyTorch's init. Returns ``module``.
+    """
+    for layer in module.modules():
+        if isinstance(layer, nn.Conv2d):
+            nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+    return module
 
 
 class PaddingShortcut(nn.Module):
@@ -228,9 +241,7 @@ class BlockStack(nn.Module):
             BLOCKS[block](width, width, 1, shortcut, zero_init_residual) for _ in range(n_blocks)
         )
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes))
-        for module in self.modules():  # He et al. 2015 init, as torchvision's ResNet
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        he_init_(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)

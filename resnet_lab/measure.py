@@ -66,31 +66,32 @@ def stage_table(model: nn.Module, input_shape: tuple[int, ...]) -> list[StageRow
 
 @dataclass(frozen=True)
 class StepCost:
-    """Time of one forward+backward pass and the memory it needs."""
+    """Time of one forward+backward pass and the memory it needs, in MiB (2**20 bytes)."""
 
     milliseconds: float
-    saved_megabytes: float  # activations autograd keeps for the backward pass (parameters excluded)
-    peak_cuda_megabytes: float | None  # everything on the GPU at its peak (None on other devices)
+    saved_mib: float  # activations autograd keeps for the backward pass (parameters excluded)
+    peak_cuda_mib: float | None  # everything on the GPU at its peak (None on other devices)
 
 
 def step_cost(model: nn.Module, batch_size: int, device: torch.device | str = "cpu", *, image_size: int = 32,
               repeats: int = 3) -> StepCost:
     """Median time of ``repeats`` forward+backward passes (after one warm-up) and their memory.
 
-    ``saved_megabytes`` sums the tensors saved for backward (measured with ``saved_tensors_hooks``), which
-    is what grows with depth and batch size on any device.
+    ``saved_mib`` is the memory of the tensors saved for backward (found with ``saved_tensors_hooks``), each
+    storage counted once — a ReLU's output that the next convolution saves too is kept only once. It is what
+    grows with depth and batch size on any device.
     """
     device = torch.device(device)
     model = model.to(device).train()
     x = torch.randn(batch_size, 3, image_size, image_size, device=device)
     y = torch.randint(0, 10, (batch_size,), device=device)
-    saved_bytes = 0
-    parameter_storage = {p.data_ptr() for p in model.parameters()}
+    saved_storages: dict[int, int] = {}  # address -> bytes
+    parameter_storage = {p.untyped_storage().data_ptr() for p in model.parameters()}
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
-        nonlocal saved_bytes
-        if tensor.data_ptr() not in parameter_storage:  # weights are saved too, but they are not activations
-            saved_bytes += tensor.numel() * tensor.element_size()
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in parameter_storage:  # weights are saved too, but they are not activations
+            saved_storages[storage.data_ptr()] = storage.nbytes()
         return tensor
 
     def step() -> None:
@@ -111,4 +112,4 @@ def step_cost(model: nn.Module, batch_size: int, device: torch.device | str = "c
         step()
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     model.zero_grad(set_to_none=True)
-    return StepCost(sorted(times)[len(times) // 2] * 1000, saved_bytes / 2**20, peak)
+    return StepCost(sorted(times)[len(times) // 2] * 1000, sum(saved_storages.values()) / 2**20, peak)

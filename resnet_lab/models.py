@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .blocks import BasicBlock, Bottleneck, PlainBlock, PreActBlock, conv3x3
+from .blocks import BasicBlock, Bottleneck, PlainBlock, PreActBlock, conv3x3, he_init_
 
 __all__ = [
     "IMAGENET_DEPTHS", "ResNet", "count_parameters", "cifar_resnet", "imagenet_resnet", "build_model",
@@ -114,12 +114,9 @@ class ResNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_channels, num_classes)
 
-        # He et al. 2015 ("Delving Deep into Rectifiers"): weights ~ N(0, 2 / fan) keep the signal's variance
-        # through ReLUs; fan_out (the backward pass's fan) as in torchvision. BatchNorm keeps PyTorch's weight 1,
-        # bias 0, except the last BN of each residual branch, which the blocks zero for zero_init_residual.
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        # BatchNorm keeps PyTorch's weight 1, bias 0, except the last BN of each residual branch, which the blocks
+        # zero for zero_init_residual
+        he_init_(self)
 
     @property
     def stages(self) -> list[nn.Sequential]:

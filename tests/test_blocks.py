@@ -6,11 +6,32 @@ import torch.nn.functional as F
 from torch import nn
 
 from resnet_lab import checks, solutions
-from resnet_lab.blocks import BLOCKS, SHORTCUTS, BasicBlock, Bottleneck, PaddingShortcut, PlainBlock, PreActBlock
+from resnet_lab.blocks import (
+    BLOCKS,
+    SHORTCUTS,
+    BasicBlock,
+    Bottleneck,
+    PaddingShortcut,
+    PlainBlock,
+    PreActBlock,
+    he_init_,
+)
 
 
 def count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def test_he_init_sets_every_convolution_from_its_fan_out_and_nothing_else():
+    torch.manual_seed(0)
+    block = BasicBlock(32, 64, stride=2, shortcut="B", zero_init_residual=True)
+    convolutions = ("conv1.weight", "conv2.weight", "downsample.0.weight")
+    defaults = {name: p.clone() for name, p in block.named_parameters() if name not in convolutions}
+    assert he_init_(block) is block
+    for conv, fan_out in [(block.conv1, 64 * 9), (block.conv2, 64 * 9), (block.downsample[0], 64)]:
+        assert conv.weight.std().item() == pytest.approx((2 / fan_out) ** 0.5, rel=0.08)
+    assert all(torch.equal(p, defaults[name]) for name, p in block.named_parameters() if name in defaults)
+    assert torch.all(block.bn2.weight == 0)  # zero_init_residual survives
 
 
 def branch_parameters(in_channels: int, out_channels: int) -> int:

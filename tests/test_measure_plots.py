@@ -2,7 +2,9 @@
 
 import matplotlib.pyplot as plt
 import pytest
+import torch
 from matplotlib.patches import Arc, Rectangle
+from torch import nn
 
 from resnet_lab.measure import multiply_adds, stage_table, step_cost
 from resnet_lab.models import cifar_resnet, count_parameters, imagenet_resnet
@@ -39,8 +41,27 @@ def test_stage_table_shapes_and_parameters_add_up():
 def test_step_cost_measures_time_and_saved_activations():
     small = step_cost(cifar_resnet(8), 2, repeats=1)
     large = step_cost(cifar_resnet(8), 4, repeats=1)
-    assert small.milliseconds > 0 and small.peak_cuda_megabytes is None
-    assert large.saved_megabytes == pytest.approx(2 * small.saved_megabytes, rel=0.05)
+    assert small.milliseconds > 0 and small.peak_cuda_mib is None
+    assert large.saved_mib == pytest.approx(2 * small.saved_mib, rel=0.05)
+
+
+class SavesOneTensorThrice(nn.Module):
+    """``x * scale`` saves x; exp saves its output h; sin and cos each save their input, the same h."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = (x * self.scale).exp()
+        return (h.sin() + h.cos()).flatten(1)[:, :10]
+
+
+def test_step_cost_counts_a_tensor_saved_by_several_operations_once():
+    batch = 4
+    image_bytes = batch * 3 * 32 * 32 * 4  # float32: x and h, one storage each
+    saved = step_cost(SavesOneTensorThrice(), batch, repeats=1).saved_mib * 2**20
+    assert 2 * image_bytes <= saved < 2 * image_bytes + 1024  # + the loss's small tensors; 4 * if counted per save
 
 
 @pytest.mark.parametrize(
