@@ -173,7 +173,7 @@ def _fit_style(data, batch_size: int, *, steps: int, warmup: int, seed: int) -> 
 
     torch.manual_seed(seed)
     model, runnable, amp_dtype, channels_last = prepare_model(resnet20(), torch.device("cpu"), amp=None,
-                                                         channels_last=None, compile=False)
+                                                              channels_last=None, compile=False)
     optimizer = _sgd(model)
     scheduler = make_scheduler(optimizer, RECIPES["fast"], warmup + steps)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
