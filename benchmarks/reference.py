@@ -9,14 +9,15 @@ torchvision ``ImageFolder`` (or ``CIFAR10``) with PIL transforms in a ``DataLoad
 Sec. 4.2: three stages of 16/32/64 channels, option A shortcuts, He initialisation), ``torch.optim.SGD`` with
 ``MultiStepLR`` (lr 0.1, /10 at 50 % and 75 % of the epochs, momentum 0.9, weight decay 1e-4 on every parameter,
 batch 128), float32, NCHW, single-view evaluation in ``eval()`` mode. Borrowed are only the validation split
-(:func:`resnet_lab.data.stratified_split`, same seed, so both runs are scored on the same images) and the atomic
-file write.
+(:func:`resnet_lab.data.stratified_split` with the same ``--split-seed``, so both runs are scored on the same
+images) and the atomic file write.
 
-If both land at the same accuracy (within the spread between seeds), what resnet_lab reaches on a dataset belongs
-to the dataset and the recipe, not to its fast loader, its models or its loop. Measured on the JPEG development
-copy (README, "Measured"): 40 epochs, 86.1 % against resnet_lab's 85.7 and 87.1 % (two seeds). Rewrites
-``OUT/metrics.json`` after every epoch (losses and accuracies as fractions, seconds) and prints one line per epoch
-(a progress bar within it). No resume: a 182-epoch run takes about four hours on a 2-core CPU.
+If both land at the same accuracy (within the spread between seeds), what resnet_lab reaches on a dataset belongs to
+the dataset and the recipe, not to its fast loader, its models or its loop. Measured on the JPEG development copy
+(README, "Measured"): 40 epochs, 86.1 % against resnet_lab's 85.7 and 87.1 % (two seeds; the seed-1 run held out
+other images, as ``--seed`` also drew the split then). Rewrites ``OUT/metrics.json`` after every epoch (losses and
+accuracies as fractions, seconds) and prints one line per epoch (a progress bar within it). No resume: a 182-epoch
+run takes about four hours on a 2-core CPU.
 """
 
 from __future__ import annotations
@@ -106,18 +107,22 @@ def split_indices(data_dir: Path, val_split: int, *, seed: int = 0) -> tuple[lis
     return train_idx.tolist(), val_idx.tolist()
 
 
-def train_reference(data_dir: Path, *, epochs: int, val_split: int, seed: int = 0, workers: int = 2,
-                    out: Path | None = None) -> dict:
-    """Train :class:`ReferenceResNet` (n=3, ResNet-20) with the paper's recipe; the metrics, also in ``out``."""
-    train_idx, val_idx = split_indices(data_dir, val_split, seed=seed)
+def train_reference(data_dir: Path, *, epochs: int, val_split: int, seed: int = 0, split_seed: int = 0,
+                    workers: int = 2, out: Path | None = None) -> dict:
+    """Train :class:`ReferenceResNet` (n=3, ResNet-20) with the paper's recipe; the metrics, also in ``out``.
+
+    ``seed``: initial weights, batch order and augmentation; ``split_seed``: the held-out images, as
+    ``python -m resnet_lab.train --split-seed``."""
+    train_idx, val_idx = split_indices(data_dir, val_split, seed=split_seed)
     train = standard_loader(data_dir, 128, workers=workers, seed=seed, indices=train_idx)
     val = standard_loader(data_dir, 500, workers=workers, seed=seed, train=False, indices=val_idx)
     torch.manual_seed(seed)
     model = ReferenceResNet()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [round(epochs * 0.5), round(epochs * 0.75)], 0.1)
-    metrics = {"model": "reference resnet20", "recipe": "paper", "seed": seed, "data": str(data_dir),
-               "train": len(train_idx), "val": len(val_idx), "machine": machine_info(), "epochs": []}
+    metrics = {"model": "reference resnet20", "recipe": "paper", "seed": seed, "split_seed": split_seed,
+               "data": str(data_dir), "train": len(train_idx), "val": len(val_idx), "machine": machine_info(),
+               "epochs": []}
     for epoch in range(1, epochs + 1):
         model.train()
         start, loss_sum, correct, count = time.perf_counter(), 0.0, 0, 0
@@ -149,7 +154,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help=f"CIFAR-10 image folder or official batches (default ${DATA_ENV})")
     parser.add_argument("--epochs", type=int, default=182, help="lr /10 at 50 %% and 75 %% of them (default 182)")
     parser.add_argument("--val-split", type=int, default=5000, help="held-out training images (default 5000)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="initial weights, batch order and augmentation")
+    parser.add_argument("--split-seed", type=int, default=0, help="draws the held-out images (default 0)")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (default 2)")
     parser.add_argument("--threads", type=int, help="torch threads (default: every core)")
     parser.add_argument("--out", type=Path, help="folder for metrics.json")
@@ -158,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"give --data or set {DATA_ENV}: this script trains on real images and has no smoke mode")
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     return train_reference(Path(args.data), epochs=args.epochs, val_split=args.val_split, seed=args.seed,
-                           workers=args.workers, out=args.out)
+                           split_seed=args.split_seed, workers=args.workers, out=args.out)
 
 
 if __name__ == "__main__":

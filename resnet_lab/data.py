@@ -80,6 +80,7 @@ class CifarData:
     classes: tuple[str, ...]
     source: str
     description: str = ""
+    split_seed: int = 0  # the seed that drew the validation split and the subset (load_cifar10's ``seed``)
 
     def __str__(self) -> str:
         sizes = ", ".join(f"{split} {'-' if images is None else len(images)}" for split, images in
@@ -301,6 +302,8 @@ def load_cifar10(
             folder) when no data is there.
         val_split: images held out of the training set for validation, stratified per class and seeded.
         subset: keep only this many training images (stratified, seeded), taken after the validation split.
+        seed: draws the validation split and the subset (and the smoke stand-in); recorded as ``split_seed``.
+            Keep it fixed to compare training seeds on the same held-out images.
         smoke: ignore ``data_dir`` and return :func:`make_smoke_cifar`'s synthetic stand-in.
         cache: folder for the decoded tensors; ``None`` uses :func:`cache_dir`, ``False`` disables caching.
 
@@ -343,4 +346,5 @@ def load_cifar10(
                              f"val_split={val_split}); got {subset}")
         chosen, _ = stratified_split(data.train_labels, subset, generator=generator)
         data.train_images, data.train_labels = data.train_images[chosen], data.train_labels[chosen]
+    data.split_seed = seed
     return data

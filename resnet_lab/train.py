@@ -48,7 +48,7 @@ __all__ = ["train_on_tensors", "fit", "prepare_model", "evaluate", "Evaluation",
 
 # Settings that must match to resume a run: anything else would not continue the same run.
 _RESUME_KEYS = ("model", "recipe", "epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay",
-                "label_smoothing", "crop_padding", "warmup", "seed", "data", "train_size")
+                "label_smoothing", "crop_padding", "warmup", "seed", "data", "train_size", "split_seed")
 
 
 def train_on_tensors(
@@ -156,7 +156,8 @@ def fit(
                          f"try {config['batch_size'] // world * world or world}")
     if warmup is None:
         warmup = recipe == "paper" and len(getattr(model, "blocks", ())) >= 54
-    config.update(model=name, warmup=warmup, seed=seed, data=data.source, train_size=len(data.train_labels))
+    config.update(model=name, warmup=warmup, seed=seed, data=data.source, train_size=len(data.train_labels),
+                  split_seed=data.split_seed)
     net, runnable, amp_dtype, channels_last = prepare_model(model, device, amp=amp, channels_last=channels_last,
                                                        compile=compile)
     with torch.no_grad():  # a wrong head fails here with a clear message, not deep in cross_entropy
@@ -189,8 +190,9 @@ def fit(
         if not resume:
             raise FileExistsError(f"{path} already holds epoch {state['epoch']} of a run; pass resume=True "
                                   "(--resume) to continue it, or choose another out_dir (--out) for a new run")
-        changed = {key: (state["config"].get(key), config[key]) for key in _RESUME_KEYS
-                   if state["config"].get(key) != config[key]}
+        saved = dict(state["config"])
+        saved.setdefault("split_seed", saved.get("seed"))  # runs saved before it was recorded drew it with the seed
+        changed = {key: (saved.get(key), config[key]) for key in _RESUME_KEYS if saved.get(key) != config[key]}
         if changed:
             raise ValueError(f"cannot resume {path}: settings differ (saved, now): {changed}; use the saved "
                              "settings, or another out_dir for a new run")
@@ -287,7 +289,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="the paper's lr/10 warm-up until training error < 80%% (default: on for ResNet-110)")
     parser.add_argument("--val-split", type=int, default=0, help="training images held out for validation")
     parser.add_argument("--subset", type=int, help="train on this many images (stratified)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="initial weights, batch order and augmentation")
+    parser.add_argument("--split-seed", type=int, default=0,
+                        help="draws --val-split and --subset (default 0: every --seed holds out the same images)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best available)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (fix it for bit-identical resumes)")
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
@@ -321,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if rank > 0:
                 dist.barrier()  # rank 0 downloads, decodes and caches first; the others then read its cache
             data = load_cifar10(args.data, download=args.download, val_split=args.val_split, subset=args.subset,
-                                seed=args.seed, smoke=args.smoke)
+                                seed=args.split_seed, smoke=args.smoke)
             if rank == 0 and world > 1:
                 dist.barrier()
         except (ValueError, FileNotFoundError) as error:

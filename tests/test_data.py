@@ -186,6 +186,7 @@ def test_val_split_and_subset_are_stratified_seeded_and_disjoint(tmp_path):
     assert ids_of(same.val_images) == ids_of(data.val_images) and ids_of(same.train_images) == ids_of(data.train_images)
     other = load_cifar10(tmp_path / "data", val_split=50, subset=100, seed=4)
     assert set(ids_of(other.val_images)) != val
+    assert (data.split_seed, other.split_seed) == (3, 4)  # fit records it, so a resume cannot switch splits
     assert set(ids_of(load_cifar10(tmp_path / "data", val_split=50, seed=3).val_images)) == val  # subset-independent
     with pytest.raises(ValueError, match="subset must be between 1 and 150"):
         load_cifar10(tmp_path / "data", val_split=50, subset=151)

@@ -3,6 +3,7 @@
 Tiny settings throughout: ResNet-8 on the synthetic smoke stand-in, on the CPU with a fixed thread count.
 """
 
+import dataclasses
 import json
 import os
 import socket
@@ -85,6 +86,22 @@ def test_fit_lowers_the_loss_and_writes_checkpoint_and_metrics(tmp_path):
         fit(tiny_model(), data, **dict(TINY, batch_size=25), out_dir=tmp_path, model_name="resnet8", resume=True)
     assert fit(tiny_model(), data, **dict(TINY, epochs=4), out_dir=tmp_path, model_name="resnet8",
                resume=True) == history  # already complete: nothing to do
+
+
+def test_a_run_resumes_only_on_the_validation_split_it_started_with(smoke, tmp_path):
+    settings = dict(TINY, epochs=1, out_dir=tmp_path, model_name="resnet8")
+    history = fit(tiny_model(), smoke, **settings)
+    path = tmp_path / "checkpoint.pt"
+    assert torch.load(path, weights_only=True)["config"]["split_seed"] == smoke.split_seed == 0
+    other_split = dataclasses.replace(smoke, split_seed=1)
+    with pytest.raises(ValueError, match="settings differ.*split_seed"):
+        fit(tiny_model(), other_split, **settings, resume=True)
+    state = torch.load(path, weights_only=True)  # a run saved before split_seed was recorded: the seed drew it
+    del state["config"]["split_seed"]
+    torch.save(state, path)
+    assert fit(tiny_model(), smoke, **settings, resume=True) == history
+    with pytest.raises(ValueError, match="settings differ.*split_seed"):
+        fit(tiny_model(), other_split, **settings, resume=True)
 
 
 def test_evaluate_returns_loss_accuracy_and_confusion_matrix(smoke):
@@ -259,7 +276,8 @@ def test_two_process_gloo_ddp_ends_with_identical_weights(tmp_path):
 def test_command_line_smoke_run_end_to_end(tmp_path):
     env = dict(os.environ, RESNET_LAB_CACHE=str(tmp_path / "cache"), PYTHONPATH=str(ROOT))
     command = [sys.executable, "-m", "resnet_lab.train", "--model", "resnet8", "--smoke", "--epochs", "2",
-               "--batch-size", "100", "--out", str(tmp_path / "run"), "--threads", "1", "--no-progress", "--no-amp"]
+               "--batch-size", "100", "--out", str(tmp_path / "run"), "--threads", "1", "--no-progress", "--no-amp",
+               "--seed", "1", "--val-split", "100"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
@@ -268,6 +286,8 @@ def test_command_line_smoke_run_end_to_end(tmp_path):
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert state["epoch"] == 2 and cifar_resnet(8).load_state_dict(state["model"])
     assert state["config"]["amp"] is None  # --no-amp: float32 even on a CPU with AMX
+    assert (state["config"]["seed"], state["config"]["split_seed"]) == (1, 0)  # --seed leaves the split alone
+    assert all(0 <= e["val_acc"] <= 1 for e in metrics["epochs"])
 
 
 def test_command_line_errors_are_clean(tmp_path, monkeypatch, capsys):
