@@ -159,7 +159,7 @@ def fit(
     config.update(model=name, warmup=warmup, seed=seed, data=data.source, train_size=len(data.train_labels),
                   split_seed=data.split_seed)
     net, runnable, amp_dtype, channels_last = prepare_model(model, device, amp=amp, channels_last=channels_last,
-                                                       compile=compile)
+                                                            compile=compile)
     with torch.no_grad():  # a wrong head fails here with a clear message, not deep in cross_entropy
         outputs = net.eval()(torch.zeros(1, *data.train_images.shape[1:], device=device)).shape[-1]
     if outputs != len(data.classes):
