@@ -14,7 +14,7 @@ images) and the atomic file write.
 
 If both land at the same accuracy (within the spread between seeds), what resnet_lab reaches on a dataset belongs to
 the dataset and the recipe, not to its fast loader, its models or its loop. Measured on the JPEG development copy
-(README, "Measured"): 40 epochs, 86.1 % against resnet_lab's 85.7 and 87.1 % (two seeds; the seed-1 run held out
+(`benchmarks/TRAINING.md`): 40 epochs, 86.1 % against resnet_lab's 85.7 and 87.1 % (two seeds; the seed-1 run held out
 other images, as ``--seed`` also drew the split then). Rewrites ``OUT/metrics.json`` after every epoch (losses and
 accuracies as fractions, seconds) and prints one line per epoch (a progress bar within it). No resume: a 182-epoch
 run takes about four hours on a 2-core CPU.
