@@ -20,7 +20,8 @@ fast (accuracy per unit of compute; each choice with its source):
     Full setting on a 2-core AMD EPYC CPU (float32, seed 0): padding 4 86.7 % (15.2 min; peak lr 0.4: 86.7 %;
     batch 64 / lr 0.1: 87.2 %), padding 2 88.1 % (seed 1: 88.2 %, ≈ 14.5 min); padding 2 in bfloat16 (seed 0)
     87.8 % in ≈ 10.8 min. All these validation accuracies are with the test-time flip; scored single-view, like
-    the paper, that bfloat16 run reaches 86.6 % (notebook 04's float32 run: 86.0 % against 87.2 %). The issue's
+    the paper, that bfloat16 run reaches 86.6 % (notebook 04's float32 run: 86.0 % against 87.2 %); seeds 0-2 in
+    bfloat16 on one split: 86.5 ± 0.1 % single-view, 87.6 ± 0.3 % with the flip. The issue's
     baseline (one-cycle SGD without Nesterov, wd 1e-4 on everything, no smoothing, padding 4), same seed, split and
     precision: 85.6 % single-view, 86.5 % with flips. Test-time shifts by 1 pixel (airbench's weights) added only
     0.2 points to the flip for three times the evaluation cost: not used.
