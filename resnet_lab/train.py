@@ -192,6 +192,7 @@ def fit(
                                   "(--resume) to continue it, or choose another out_dir (--out) for a new run")
         saved = dict(state["config"])
         saved.setdefault("split_seed", saved.get("seed"))  # runs saved before it was recorded drew it with the seed
+        saved.setdefault("crop_padding", 4)  # and every recipe padded by 4 before it was a setting
         changed = {key: (saved.get(key), config[key]) for key in _RESUME_KEYS if saved.get(key) != config[key]}
         if changed:
             raise ValueError(f"cannot resume {path}: settings differ (saved, now): {changed}; use the saved "

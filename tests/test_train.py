@@ -104,6 +104,21 @@ def test_a_run_resumes_only_on_the_validation_split_it_started_with(smoke, tmp_p
         fit(tiny_model(), other_split, **settings, resume=True)
 
 
+
+def test_a_run_saved_before_crop_padding_was_recorded_counts_as_padded_by_4(smoke, tmp_path):
+    for recipe in ("paper", "fast"):  # the paper pads by 4: it resumes; the fast recipe now pads by 2: it refuses
+        settings = dict(TINY, recipe=recipe, epochs=1, out_dir=tmp_path / recipe, model_name="resnet8")
+        history = fit(tiny_model(), smoke, **settings)
+        path = tmp_path / recipe / "checkpoint.pt"
+        state = torch.load(path, weights_only=True)
+        del state["config"]["crop_padding"]
+        torch.save(state, path)
+        if recipe == "paper":
+            assert fit(tiny_model(), smoke, **settings, resume=True) == history
+        else:
+            with pytest.raises(ValueError, match=r"settings differ.*'crop_padding': \(4, 2\)"):
+                fit(tiny_model(), smoke, **settings, resume=True)
+
 def test_evaluate_returns_loss_accuracy_and_confusion_matrix(smoke):
     model = tiny_model().eval()
     loader = TensorLoader(smoke.test_images, smoke.test_labels, 16, train=False)
