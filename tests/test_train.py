@@ -104,7 +104,6 @@ def test_a_run_resumes_only_on_the_validation_split_it_started_with(smoke, tmp_p
         fit(tiny_model(), other_split, **settings, resume=True)
 
 
-
 def test_a_run_saved_before_crop_padding_was_recorded_counts_as_padded_by_4(smoke, tmp_path):
     for recipe in ("paper", "fast"):  # the paper pads by 4: it resumes; the fast recipe now pads by 2: it refuses
         settings = dict(TINY, recipe=recipe, epochs=1, out_dir=tmp_path / recipe, model_name="resnet8")
@@ -118,6 +117,7 @@ def test_a_run_saved_before_crop_padding_was_recorded_counts_as_padded_by_4(smok
         else:
             with pytest.raises(ValueError, match=r"settings differ.*'crop_padding': \(4, 2\)"):
                 fit(tiny_model(), smoke, **settings, resume=True)
+
 
 def test_evaluate_returns_loss_accuracy_and_confusion_matrix(smoke):
     model = tiny_model().eval()
