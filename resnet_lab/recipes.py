@@ -13,21 +13,21 @@ fast (accuracy per unit of compute; each choice with its source):
     random crops of the image padded by 2 pixels, not the paper's 4 (airbench translates by 2): a 20-epoch run
     underfits ResNet-20, and milder augmentation lets it fit more;
     evaluation averages the logits of each image and its mirror image (test-time flip, airbench).
-    Tuned on the JPEG copy of CIFAR-10 (ResNet-20, 20k training / 5k validation images, 10 epochs, 2-core Xeon
-    CPU): batch 256 / lr 0.2 76.3 % val (label smoothing 0: 76.3 %; lr 0.4 with wd 2.5e-4: 77.7 %), batch 128 /
-    lr 0.1 78.1 % (float32) and 77.2 % (bfloat16), batch 128 / lr 0.2 79.3 % (bfloat16; wd 2.5e-4: 78.5 %).
-    Full setting (45k/5k, 20 epochs, same CPU): 87.7 % val in bfloat16 (16.7 min), 87.8 % in float32 (34.0 min).
-    Full setting on a 2-core AMD EPYC CPU (float32, seed 0): padding 4 86.7 % (15.2 min; peak lr 0.4: 86.7 %;
-    batch 64 / lr 0.1: 87.2 %), padding 2 88.1 % (seed 1: 88.2 %, ≈ 14.5 min); padding 2 in bfloat16 (seed 0)
-    87.8 % in ≈ 10.8 min. All these validation accuracies are with the test-time flip; scored single-view, like
-    the paper, that bfloat16 run reaches 86.6 % (notebook 04's float32 run: 86.0 % against 87.2 %); seeds 0-2 in
-    bfloat16 on one split: 86.5 ± 0.1 % single-view, 87.6 ± 0.3 % with the flip. The issue's
-    baseline (one-cycle SGD without Nesterov, wd 1e-4 on everything, no smoothing, padding 4), same seed, split and
+    Tuned on the JPEG copy of CIFAR-10 (ResNet-20, 20k training / 5k validation images, 10 epochs, 2-core Xeon CPU):
+    batch 256 / lr 0.2 76.3 % val (label smoothing 0: 76.3 %; lr 0.4 with wd 2.5e-4: 77.7 %), batch 128 / lr 0.1
+    78.1 % (float32) and 77.2 % (bfloat16), batch 128 / lr 0.2 79.3 % (bfloat16; wd 2.5e-4: 78.5 %). Full setting
+    (45k/5k, 20 epochs, same CPU): 87.7 % val in bfloat16 (16.7 min), 87.8 % in float32 (34.0 min). Full setting on
+    a 2-core AMD EPYC CPU (float32, seed 0): padding 4 86.7 % (15.2 min; peak lr 0.4: 86.7 %; batch 64 / lr 0.1:
+    87.2 %), padding 2 88.1 % (seed 1 on its own split: 88.2 %, ≈ 14.5 min); padding 2 in bfloat16 (seed 0) 87.8 %
+    in ≈ 10.8 min. All these validation accuracies are with the test-time flip; scored single-view, like the paper,
+    that bfloat16 run reaches 86.6 % (notebook 04's float32 run: 86.0 % against 87.2 %); seeds 0-2 in bfloat16 on
+    one split: 86.5 ± 0.1 % single-view, 87.6 ± 0.3 % with the flip (float32: 87.7 ± 0.4 %). The issue's baseline
+    (one-cycle SGD without Nesterov, wd 1e-4 on everything, no smoothing, padding 4), same seed, split and
     precision: 85.6 % single-view, 86.5 % with flips. Test-time shifts by 1 pixel (airbench's weights) added only
     0.2 points to the flip for three times the evaluation cost: not used. Also not used (bfloat16, seed 0):
     zero-initialised residual γ, 2.7 points lower; reflect-padded crops, no different (benchmarks/TRAINING.md, 8).
-    On a CPU, batch 128 costs little speed and doubles the number of steps. Earlier, 3 epochs of 5k images
-    (60 steps) reached 35.0 % val with the 100-step floor on the warm-up and 16.8 % without it.
+    On a CPU, batch 128 costs little speed and doubles the number of steps. Earlier, 3 epochs of 5k images (60
+    steps) reached 35.0 % val with the 100-step floor on the warm-up and 16.8 % without it.
 
 ``epochs`` stretches or shrinks the schedule: milestones and warm-up are fractions of the run. The lr scales
 linearly with the batch size when only ``batch_size`` is changed. ``LRFactor`` is a ``LambdaLR`` multiplier whose
