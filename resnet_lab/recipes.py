@@ -25,7 +25,8 @@ fast (accuracy per unit of compute; each choice with its source):
     (one-cycle SGD without Nesterov, wd 1e-4 on everything, no smoothing, padding 4), same seed, split and
     precision: 85.6 % single-view, 86.5 % with flips. Test-time shifts by 1 pixel (airbench's weights) added only
     0.2 points to the flip for three times the evaluation cost: not used. Also not used (bfloat16, seed 0):
-    zero-initialised residual γ, 2.7 points lower; reflect-padded crops, no different (benchmarks/TRAINING.md, 8).
+    zero-initialised residual γ, 2.7 points lower; reflect-padded crops, no different; an EMA of the weights, 0.3–0.4
+    points lower with flips (seeds 0, 1; benchmarks/TRAINING.md, note 8).
     On a CPU, batch 128 costs little speed and doubles the number of steps. Earlier, 3 epochs of 5k images (60
     steps) reached 35.0 % val with the 100-step floor on the warm-up and 16.8 % without it.
 
