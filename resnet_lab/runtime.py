@@ -47,9 +47,9 @@ def cpu_has_amx() -> bool:
 
     There, bfloat16 autocast trains ResNet-20 about twice as fast as float32 (measured on a 2-core Xeon with
     AMX), so :func:`resnet_lab.train.fit` turns it on by default; on other CPUs it stays in float32. CPUs with
-    AVX512-BF16 but no AMX (AMD Zen 4) gain less: 1.35x for a 20-epoch run on a 2-core AMD EPYC, at an accuracy
-    within the runs' spread (measured: 87.6 ± 0.3 % over three seeds in bf16, 87.2-88.2 % in three float32 runs), so
-    there it stays opt-in (``amp=True``, ``--amp``).
+    AVX512-BF16 but no AMX (AMD Zen 4) gain less: 1.35x for a 20-epoch run on a 2-core AMD EPYC, at the same
+    accuracy (measured over three seeds on one split: 87.6 ± 0.3 % in bf16, 87.7 ± 0.4 % in float32), so there it
+    stays opt-in (``amp=True``, ``--amp``).
     """
     check = getattr(torch.cpu, "_is_amx_tile_supported", None)  # torch's own test; private, hence the guard
     return bool(check is not None and check())
