@@ -48,10 +48,11 @@ def he_init_(module: nn.Module) -> nn.Module:
     """He et al. 2015 init of every Conv2d in ``module``, in place: weights ~ N(0, 2 / fan_out), as torchvision.
 
     Keeps the signal's variance through ReLUs ("Delving Deep into Rectifiers"); fan_out is the backward pass's fan.
-    BatchNorm and Linear layers keep PyTorch's init. Returns ``module``.
+    BatchNorm and Linear layers keep PyTorch's init; a convolution a block zero-initialised (``zero_init``, the last
+    one of ``PreActBlock(zero_init_residual=True)``) stays zero. Returns ``module``.
     """
     for layer in module.modules():
-        if isinstance(layer, nn.Conv2d):
+        if isinstance(layer, nn.Conv2d) and not getattr(layer, "zero_init", False):
             nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
     return module
 
@@ -188,7 +189,9 @@ class PreActBlock(nn.Module):
 
     Nothing follows the addition, so the skip path from any block to any later one is a clean identity.
     Where the block has a shortcut module it takes the pre-activated input, as in the paper's code.
-    ``zero_init_residual`` zeroes ``bn2``'s scale, which makes the block exactly the identity at init.
+    ``zero_init_residual`` zeroes the branch's last layer, ``conv2``, which makes the block exactly the identity at
+    init. Not ``bn2``'s scale, as in the post-activation blocks: a ReLU follows ``bn2`` here, and its zero slope at 0
+    would leave every parameter of the branch without a gradient for good.
     """
 
     def __init__(
@@ -204,7 +207,8 @@ class PreActBlock(nn.Module):
         self.relu = nn.ReLU()
         self.downsample = _make_shortcut(in_channels, out_channels, stride, shortcut)
         if zero_init_residual:
-            nn.init.zeros_(self.bn2.weight)
+            nn.init.zeros_(self.conv2.weight)
+            self.conv2.zero_init = True  # he_init_ of the whole network keeps it at zero
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.relu(self.bn1(x))

@@ -114,8 +114,8 @@ class ResNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_channels, num_classes)
 
-        # BatchNorm keeps PyTorch's weight 1, bias 0, except the last BN of each residual branch, which the blocks
-        # zero for zero_init_residual
+        # BatchNorm keeps PyTorch's weight 1, bias 0; with zero_init_residual the blocks zero their branch's last
+        # layer (the last BN's scale; a pre-activation block's last conv, which he_init_ leaves at zero)
         he_init_(self)
 
     @property

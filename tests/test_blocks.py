@@ -16,6 +16,7 @@ from resnet_lab.blocks import (
     PreActBlock,
     he_init_,
 )
+from resnet_lab.models import cifar_resnet
 
 
 def count(module: nn.Module) -> int:
@@ -89,6 +90,15 @@ def test_zero_init_preact_block_is_identity_on_any_input():
     block = PreActBlock(16, 16, zero_init_residual=True).eval()
     x = torch.randn(2, 16, 8, 8)
     assert torch.equal(block(x), x)
+
+
+def test_zero_init_preact_branch_still_learns_inside_a_network():
+    # zeroing the last BN's scale instead would give every branch parameter a zero gradient, for good
+    net = cifar_resnet(8, preact=True, zero_init_residual=True)
+    blocks = [m for m in net.modules() if isinstance(m, PreActBlock)]
+    assert all(torch.count_nonzero(b.conv2.weight) == 0 for b in blocks)  # the network's he_init_ kept them at 0
+    F.cross_entropy(net(torch.randn(4, 3, 16, 16)), torch.tensor([0, 1, 2, 3])).backward()
+    assert all(b.conv2.weight.grad.abs().sum() > 0 for b in blocks)
 
 
 def test_zero_init_bottleneck_zeroes_its_last_bn():
