@@ -6,7 +6,7 @@ Colours: plain networks are orange (``C1``), residual networks blue (``C0``), in
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -63,8 +63,9 @@ def plot_layer_norms(
 ) -> None:
     """Plot per-layer norms on a log axis; mark entries a log axis cannot show instead of dropping them.
 
-    Overflow (``inf``/``nan``) is drawn as a triangle pointing up at the top edge and underflow (exactly 0)
-    as one pointing down at the bottom edge, each with its own legend entry.
+    Overflow (``inf``/``nan``) is drawn as a triangle pointing up on the top edge of the frame and underflow
+    (exactly 0) as one pointing down on the bottom edge, each with its own legend entry: on the frame, they cannot
+    be read as values.
     """
     layers = range(1, len(norms) + 1)
     finite = [(i, v) for i, v in zip(layers, norms) if math.isfinite(v) and v > 0]
@@ -76,10 +77,10 @@ def plot_layer_norms(
     ax.set_yscale("log")
     transform = ax.get_xaxis_transform()  # x in data units, y in axes fraction (0 = bottom, 1 = top)
     if overflow:
-        ax.scatter(overflow, [0.97] * len(overflow), transform=transform, marker="^", color=color, s=30,
+        ax.scatter(overflow, [1.0] * len(overflow), transform=transform, marker="^", color=color, s=30,
                    label=f"{label}: overflow (inf/nan)", clip_on=False, zorder=3)
     if underflow:
-        ax.scatter(underflow, [0.03] * len(underflow), transform=transform, marker="v", color=color, s=30,
+        ax.scatter(underflow, [0.0] * len(underflow), transform=transform, marker="v", color=color, s=30,
                    label=f"{label}: underflow (0)", clip_on=False, zorder=3)
     left, right = ax.get_xlim()  # the edge markers do not take part in autoscaling: cover every layer
     ax.set_xlim(min(left, 0), max(right, len(norms) + 1))
@@ -166,7 +167,7 @@ def plot_history(histories: dict[str, list[dict]], *, metric: str = "error", axe
                 ax.plot(epochs, values, style, color=color, label=f"{name} ({split})",
                         alpha=1.0 if split != "test" else 0.6, marker="." if len(epochs) < 30 else None)
     ylabel = "error (%)" if metric == "error" else "cross-entropy"
-    for ax, title in zip(axes, ("training", "held out")):
+    for ax, title in zip(axes, ("training", "held-out")):
         ax.set_yscale("log")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -178,14 +179,25 @@ def plot_history(histories: dict[str, list[dict]], *, metric: str = "error", axe
     return list(axes)
 
 
+def _one_digit(value: float, rounding: Callable[[float], int]) -> float:
+    """``value`` to one significant digit by ``rounding`` (``math.floor``: 0.35 -> 0.3, ``math.ceil``: 1.8 -> 2)."""
+    scale = 10.0 ** math.floor(math.log10(value))
+    return rounding(round(value / scale, 9)) * scale
+
+
 def _plain_log_labels(ax: Axes) -> None:
     """Label a log y axis with plain numbers (``20``, ``50``, ``100``, not ``2×10¹``).
 
     Minor ticks get labels too when the axis is narrow: all of them within one decade (an axis from 30 to 70 would
-    otherwise show a single number), the 2× and 5× ticks within two; wider axes keep only the decades.
+    otherwise show a single number), the 2× and 5× ticks within two; wider axes keep only the decades. A narrow
+    axis is widened to one-digit values at both ends (0.35-1.8 becomes 0.3-2), so its top and bottom can be read.
     """
     low, high = ax.get_ylim()
     span = high / max(low, 1e-300)
+    if span <= 100 and low > 0:
+        low, high = _one_digit(low, math.floor), _one_digit(high, math.ceil)
+        ax.set_ylim(low, high)
+        span = high / low
     labelled_digits = "23456789" if span <= 10 else "25" if span <= 100 else ""
     plain = FuncFormatter(lambda value, _: f"{value:g}")
     ax.yaxis.set_major_formatter(plain)
@@ -210,15 +222,12 @@ class LiveCurves:
         self.history.append(record)
         fig, axes = plt.subplots(1, 2, figsize=(11, 3.5), layout="constrained")
         epochs = [r["epoch"] for r in self.history]
-        axes[0].plot(epochs, [r["train_loss"] for r in self.history], color=self.color, marker=".", label="train")
-        for split, style in (("val", "--"), ("test", ":")):
+        for split, style in (("train", "-"), ("val", "--"), ("test", ":")):
             if self.history[-1][f"{split}_loss"] is not None:
                 axes[0].plot(epochs, [r[f"{split}_loss"] for r in self.history], style, color=self.color,
                              marker=".", label=split)
                 axes[1].plot(epochs, [100 * r[f"{split}_acc"] for r in self.history], style, color=self.color,
                              marker=".", label=split)
-        axes[1].plot(epochs, [100 * r["train_acc"] for r in self.history], color=self.color, marker=".",
-                     label="train")
         axes[0].set(xlabel="epoch", ylabel="cross-entropy", yscale="log", title=f"{self.name}: loss")
         axes[1].set(xlabel="epoch", ylabel="accuracy (%)", title=f"{self.name}: accuracy after epoch {epochs[-1]}")
         _plain_log_labels(axes[0])
@@ -255,12 +264,16 @@ def plot_confusion(confusion, classes: Sequence[str], ax: Axes | None = None, ti
     return ax
 
 
-def landscape_levels(losses: Sequence, count: int = 25) -> np.ndarray:
-    """Log-spaced contour levels spanning every loss in ``losses`` (tensors/arrays): one colour scale for all."""
+def landscape_levels(losses: Sequence, count: int = 25, max_ratio: float = 30.0) -> np.ndarray:
+    """Log-spaced contour levels from the lowest loss in ``losses`` (tensors/arrays): one colour scale for all.
+
+    The top level is the highest loss, but at most ``max_ratio`` times the lowest: the levels resolve the basins
+    around the minima, and the far corners of a surface (losses in the thousands) share the top colour.
+    """
     values = np.concatenate([np.asarray(loss, dtype=float).ravel() for loss in losses])
     values = values[np.isfinite(values) & (values > 0)]
     low, high = values.min(), values.max()
-    return np.geomspace(low, max(high, 1.01 * low), count)
+    return np.geomspace(low, min(max(high, 1.01 * low), max_ratio * low), count)
 
 
 def plot_landscape(ax: Axes, alphas, betas, loss, *, levels: np.ndarray, every: int = 1, title: str = ""):

@@ -208,7 +208,7 @@ def block_explorer(block: str = "basic", n_blocks: int = 27) -> ipywidgets.VBox:
     controls = {
         "block": widgets.Dropdown(options=list(BLOCKS), value=block, description="block"),
         "shortcut": widgets.ToggleButtons(options=list(SHORTCUTS), value="A", description="shortcut"),
-        "zero_init": widgets.Checkbox(False, description="zero-init last BN"),
+        "zero_init": widgets.Checkbox(False, description="zero-init last layer"),
         "n_blocks": widgets.IntSlider(n_blocks, min=1, max=60, description="blocks", continuous_update=False),
     }
     return _panel(controls, [["block", "shortcut"], ["zero_init", "n_blocks"]], draw_block_gradients,
@@ -236,10 +236,9 @@ def draw_landscapes(surfaces: dict[str, object], depth: int, grid: int, *, fig: 
         centre = float(surface.loss[len(surface.betas) // 2, len(surface.alphas) // 2])
         contours = plot_landscape(ax, surface.alphas, surface.betas, surface.loss, levels=levels, every=every,
                                   title=f"{name}: loss {centre:.3g} at the trained weights")
-    colorbar = fig.colorbar(contours, ax=list(axes), label="cross-entropy loss (log scale)")
-    steps = (1, 2, 5) if levels[-1] < 1e3 * levels[0] else (1,)  # decades only when the losses span many
+    colorbar = fig.colorbar(contours, ax=list(axes), label="cross-entropy loss (log scale; arrow: higher)")
     low, high = levels[0] * (1 - 1e-6), levels[-1] * (1 + 1e-6)  # a tick at an end stays (float32 losses)
-    ticks = [t for t in (10.0 ** e * m for e in range(-3, 10) for m in steps) if low <= t <= high]
+    ticks = [t for t in (10.0 ** e * m for e in range(-3, 10) for m in (1, 2, 5)) if low <= t <= high]
     colorbar.set_ticks(ticks, labels=[f"{t:g}" for t in ticks])
     points = len(range(0, computed, every))
     fig.suptitle(f"{points} x {points} grid points (computed: {computed} x {computed})", fontsize=9)

@@ -84,7 +84,7 @@ def _history(errors):
 
 
 @pytest.mark.parametrize("errors, minor_labels", [
-    ([70, 55, 40, 32], {"40", "50", "60", "70", "80"}),  # within one decade: every tick labelled
+    ([70, 55, 40, 32], {"30", "40", "50", "60", "70", "80", "90"}),  # one decade: every tick, ends widened
     ([60, 20, 5, 2], {"2", "5", "20", "50"}),  # within two decades: the 2x and 5x ticks
     ([90, 9, 0.9, 0.09], set()),  # wider: the decades only
 ])
@@ -130,5 +130,10 @@ def test_training_curves_tick_whole_epochs_and_label_the_loss_axis_plainly(monke
     assert loss_axis.get_yscale() == "log"
     labels = [t.get_text() for t in loss_axis.yaxis.get_ticklabels(which="both") if t.get_text()]
     assert labels and not any("10^" in text or "times" in text for text in labels), labels
+    low, high = loss_axis.get_ylim()  # losses 0.18-1.6, widened to one-digit ends that carry labels
+    assert (low, high) == pytest.approx((0.1, 2.0))
+    assert {"0.1", "2"} <= set(labels)
+    legends = [[line.get_label() for line in ax.get_lines()] for ax in shown["fig"].axes]
+    assert legends == [["train", "val"], ["train", "val"]]  # the same order in both panels
     for figure in figures:
         plt.close(figure)

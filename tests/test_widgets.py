@@ -52,6 +52,9 @@ def test_redraw_reuses_the_figure_and_marks_overflow():
     assert not all(math.isfinite(v) for v in results["plain"])
     legend = [text.get_text() for text in fig.axes[0].get_legend().get_texts()]
     assert any("overflow" in entry for entry in legend)
+    (markers,) = fig.axes[0].collections  # on the top edge of the frame, where no value can be read
+    assert markers.get_offset_transform() == fig.axes[0].get_xaxis_transform()
+    assert np.all(markers.get_offsets()[:, 1] == 1.0) and not markers.get_clip_on()
     assert fig.axes[0].get_xlim()[1] >= 200
     plt.close(fig)
 
@@ -125,10 +128,13 @@ def bowl(scale: float, points: int = 9) -> Surface:
 SURFACES = {"plain8": bowl(5.0), "resnet8": bowl(1.0), "plain14": bowl(50.0), "resnet14": bowl(2.0)}
 
 
-def test_landscape_levels_span_every_surface_on_a_log_scale():
-    levels = landscape_levels([s.loss for s in SURFACES.values()] + [torch.tensor([math.inf])])
+def test_landscape_levels_span_every_surface_on_a_log_scale_up_to_a_cap():
+    losses = [s.loss for s in SURFACES.values()] + [torch.tensor([math.inf])]
+    levels = landscape_levels(losses, max_ratio=math.inf)
     assert levels[0] == pytest.approx(0.1) and levels[-1] == pytest.approx(100.1)  # inf ignored
     assert np.allclose(np.diff(np.log(levels)), np.log(levels[1] / levels[0]))  # log-spaced
+    capped = landscape_levels(losses)  # by default at most 30x the lowest loss: the basins get the colours
+    assert capped[0] == pytest.approx(0.1) and capped[-1] == pytest.approx(3.0)
 
 
 def test_draw_landscapes_pairs_plain_and_residual_of_one_depth_and_coarsens_the_grid():
@@ -137,7 +143,7 @@ def test_draw_landscapes_pairs_plain_and_residual_of_one_depth_and_coarsens_the_
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert titles[0].startswith("plain14") and titles[1].startswith("resnet14") and "0.1 at the trained" in titles[0]
     (colorbar,) = [ax for ax in fig.axes if ax.get_ylabel().startswith("cross-entropy")]  # the shared colour bar
-    assert [f"{t:g}" for t in colorbar.get_yticks()] == ["0.1", "1", "10", "100"]  # 3 decades: decade ticks only
+    assert [f"{t:g}" for t in colorbar.get_yticks()] == ["0.1", "0.2", "0.5", "1", "2"]  # up to 30 x 0.1
     assert draw_landscapes(SURFACES, depth=8, grid=5, fig=fig) == {"every": 2, "points": 5}
     assert draw_landscapes(SURFACES, depth=8, grid=3, fig=fig) == {"every": 4, "points": 3}
     with pytest.raises(ValueError, match="no surfaces of depth 20; computed: plain8"):
