@@ -5,8 +5,11 @@ Colours: plain networks are orange (``C1``), residual networks blue (``C0``), in
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -15,6 +18,8 @@ from matplotlib.colors import LogNorm
 from matplotlib.patches import Arc, Rectangle
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 from torch import nn
+
+from .checkpoint import METRICS_NAME
 
 __all__ = ["PLAIN_COLOR", "RESIDUAL_COLOR", "variant_color", "model_depth", "describe", "plot_layer_norms", "new_axes",
            "draw_network", "plot_history", "LiveCurves", "plot_confusion", "landscape_levels", "plot_landscape",
@@ -209,16 +214,22 @@ class LiveCurves:
     """``fit(..., on_epoch_end=LiveCurves("resnet20"))``: redraw the training curves in place after every epoch.
 
     In a notebook the figure updates in the cell's output (an IPython display handle, no ipympl needed);
-    elsewhere it does nothing visible. ``history`` keeps the records it was given.
+    elsewhere it does nothing visible. ``history`` keeps the records it was given. With ``run_dir`` (fit's
+    ``out_dir``), a resumed run's curves start at epoch 1: the epochs before the first record come from the run's
+    ``metrics.json``.
     """
 
-    def __init__(self, name: str, color: str = RESIDUAL_COLOR) -> None:
+    def __init__(self, name: str, color: str = RESIDUAL_COLOR, run_dir: str | os.PathLike | None = None) -> None:
         self.name, self.color, self.history = name, color, []
+        self.run_dir = run_dir
         self._handle = None
 
     def __call__(self, record: dict) -> None:
         from IPython.display import display
 
+        if not self.history and record["epoch"] > 1 and self.run_dir is not None:  # resumed: draw the earlier epochs
+            metrics = json.loads((Path(self.run_dir) / METRICS_NAME).read_text())
+            self.history = [r for r in metrics["epochs"] if r["epoch"] < record["epoch"]]
         self.history.append(record)
         fig, axes = plt.subplots(1, 2, figsize=(11, 3.5), layout="constrained")
         epochs = [r["epoch"] for r in self.history]

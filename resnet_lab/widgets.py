@@ -161,7 +161,8 @@ def draw_block_gradients(
     """Per-block gradient norms of a ``BlockStack`` of ``block``s, beside the plain stack of the same depth.
 
     The text panel gives the shapes and parameter count of one downsampling block (16 -> 32 channels,
-    stride 2) of that type and shortcut. Returns ``norms`` (this block), ``plain_norms`` and ``parameters``.
+    stride 2) of that type and shortcut, and the parameter count of the stack (where shortcut C's projections in
+    every block show). Returns ``norms`` (this block), ``plain_norms`` and ``parameters`` (of the downsampling block).
     """
     if block not in BLOCKS:
         raise ValueError(f"block must be one of {', '.join(map(repr, BLOCKS))}; got {block!r}")
@@ -174,6 +175,7 @@ def draw_block_gradients(
         torch.manual_seed(seed)
         net = BlockStack(name, n_blocks, width, shortcut, zero_init_residual=zero_init and name != "plain")
         norms[name] = grad_norms(net, x, y)
+    stack_parameters = sum(p.numel() for p in net.parameters())  # the last stack built: the block's
     down = BLOCKS[block](width, 2 * width, 2, shortcut, zero_init and block != "plain")
     down_in = torch.zeros(1, down.conv1.in_channels, 32, 32)
     parameters = sum(p.numel() for p in down.parameters())
@@ -190,13 +192,14 @@ def draw_block_gradients(
         f"  shortcut parameters {sum(p.numel() for p in (down.downsample or torch.nn.Identity()).parameters()):,}",
         "",
         f"stack: {n_blocks} blocks of width {width}",
+        f"  parameters {stack_parameters:,}",
     ]), va="top", family="monospace", fontsize=9)
     for name, values in norms.items():
         label = "plain" if name == "plain" else f"residual ({name})"
         plot_layer_norms(ax, values, label=label, color=variant_color(name != "plain"))
     ax.set_xlabel("block (input → output)")
     ax.set_ylabel("block weight-gradient L2 norm")
-    ax.set_title(f"{n_blocks} {block} blocks, with BatchNorm, He init")
+    ax.set_title(f"{n_blocks} blocks: {block} vs plain, BatchNorm, He init, ReLU")
     ax.legend(fontsize="small")
     return {"norms": norms[block], "plain_norms": norms["plain"], "parameters": parameters}
 

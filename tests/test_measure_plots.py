@@ -6,6 +6,7 @@ import torch
 from matplotlib.patches import Arc, Rectangle
 from torch import nn
 
+from resnet_lab.checkpoint import write_metrics
 from resnet_lab.measure import multiply_adds, stage_table, step_cost
 from resnet_lab.models import cifar_resnet, count_parameters, imagenet_resnet
 from resnet_lab.plots import LiveCurves, draw_network, plot_history
@@ -137,3 +138,17 @@ def test_training_curves_tick_whole_epochs_and_label_the_loss_axis_plainly(monke
     assert legends == [["train", "val"], ["train", "val"]]  # the same order in both panels
     for figure in figures:
         plt.close(figure)
+
+
+def test_live_curves_of_a_resumed_run_start_at_epoch_1(tmp_path, monkeypatch):
+    history = _history([64, 43, 34, 30])
+    write_metrics(tmp_path / "metrics.json", model="resnet20", recipe="fast", seed=0, device="cpu", data="smoke",
+                  history=history[:2])  # what the interrupted run left
+    monkeypatch.setattr("IPython.display.display", lambda fig, display_id=None: None)
+    curves = LiveCurves("resnet20", run_dir=tmp_path)
+    for record in history[2:]:  # the resumed run reports epochs 3 and 4
+        curves(record)
+    assert [r["epoch"] for r in curves.history] == [1, 2, 3, 4]
+    without_run_dir = LiveCurves("resnet20")
+    without_run_dir(history[2])
+    assert [r["epoch"] for r in without_run_dir.history] == [3]

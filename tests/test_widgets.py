@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from resnet_lab.blocks import BlockStack
 from resnet_lab.gradients import ACTIVATIONS
 from resnet_lab.plots import PLAIN_COLOR, RESIDUAL_COLOR, landscape_levels, model_depth
 from resnet_lab.widgets import (
@@ -95,6 +96,8 @@ def test_block_explorer_callback_for_every_control(block, shortcut, zero_init):
     assert result["parameters"] == sum(p.numel() for p in expected.parameters())
     text = fig.axes[0].texts[0].get_text()
     assert f"parameters {result['parameters']:,}" in text and "out (1, " in text
+    stack = BlockStack(block, 3, width, shortcut)  # the stack's count, where shortcut C differs from B
+    assert f"stack: 3 blocks of width {width}\n  parameters {sum(p.numel() for p in stack.parameters()):,}" in text
     plt.close(fig)
 
 
