@@ -14,6 +14,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 __all__ = ["check_init_std", "check_input_gradient", "check_basic_block", "check_cifar_param_count",
            "check_batch_flip", "check_filter_normalize"]
@@ -101,7 +102,8 @@ def check_input_gradient(
     """Check ``input_gradient(weights, x, grad_output)`` against autograd.
 
     The network is ``h_0 = x``, ``h_l = tanh(W_l h_{l-1})`` with ``W_l`` of shape ``(out, in)``; the function
-    must return dL/dx given ``grad_output`` = dL/dh_L, by multiplying transposed layer Jacobians.
+    must return dL/dx given ``grad_output`` = dL/dh_L, by multiplying transposed layer Jacobians, in any float
+    dtype. It runs in inference mode, where autograd cannot be switched back on, so asking autograd fails.
     """
 
     def check() -> str:
@@ -113,16 +115,21 @@ def check_input_gradient(
         grad_output = torch.randn(sizes[-1], generator=generator)
         want = _reference_input_gradient(weights, x, grad_output)
         try:
-            got = input_gradient([w.clone() for w in weights], x.clone(), grad_output.clone())
+            with torch.inference_mode():  # unlike no_grad, enable_grad() inside cannot switch autograd back on
+                got = input_gradient([w.clone() for w in weights], x.clone(), grad_output.clone())
         except RuntimeError as error:
             if "shape" in str(error) or "size" in str(error) or "mat" in str(error):
                 raise _Fail(f"shape mismatch ({error}). Going backwards, the gradient is multiplied by the "
                             "transpose W_l.T of each layer's weights.") from None
+            if "require grad" in str(error):
+                raise _Fail("the checker switches autograd off, so backward() and torch.autograd.grad fail here. "
+                            "Compute the Jacobian product yourself: autograd is the checker's oracle.") from None
             raise
         if not isinstance(got, torch.Tensor):
             raise _Fail(f"return a tensor; got {type(got).__name__}")
         if got.shape != want.shape:
             raise _Fail(f"dL/dx must have the shape of x, {tuple(want.shape)}; got {tuple(got.shape)}")
+        got = got.to(want.dtype)
         if torch.allclose(got, want, rtol=1e-4, atol=1e-6):
             return "your Jacobian product matches autograd."
         no_derivative = grad_output.clone()
@@ -140,21 +147,73 @@ def check_input_gradient(
 # ---------------------------------------------------------------------------------------------- notebook 02
 
 
-def _modules_in_call_order(block: nn.Module, x: torch.Tensor) -> list[nn.Module]:
-    """Conv2d and BatchNorm2d modules of ``block`` in the order its forward pass calls them."""
-    called: list[nn.Module] = []
-    hooks = [m.register_forward_hook(lambda module, _inputs, _output: called.append(module))
+_Call = tuple[nn.Module, torch.Tensor, torch.Tensor]  # (module, its input, its output)
+
+
+def _calls(block: nn.Module, x: torch.Tensor) -> list[_Call]:
+    """Every Conv2d and BatchNorm2d call of ``block(x)``, in call order; the tensors are kept, so ``is`` compares."""
+    calls: list[_Call] = []
+    hooks = [m.register_forward_hook(lambda module, inputs, output: calls.append((module, inputs[0], output)))
              for m in block.modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
     try:
         block(x)
     finally:
         for hook in hooks:
             hook.remove()
-    return called
+    return calls
 
 
 def _is_3x3(module: nn.Module) -> bool:
     return isinstance(module, nn.Conv2d) and module.kernel_size == (3, 3)
+
+
+def _is_1x1(module: nn.Module) -> bool:
+    return isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1)
+
+
+def _outputs_with_reference(
+    block: nn.Module, in_channels: int, out_channels: int, stride: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Outputs of ``block`` and of ``resnet_lab.blocks.BasicBlock`` with its weights, both in eval mode.
+
+    Every BatchNorm gets random scales, shifts and running statistics, copied to the reference's BatchNorm of the
+    same convolution, so a BatchNorm in the wrong place changes the result; a BatchNorm that does not normalise a
+    convolution's output fails with a hint.
+    """
+    from .blocks import BasicBlock
+
+    block.eval()
+    x = torch.randn(2, in_channels, 8, 8)
+    calls = _calls(block, x)
+    convs = [m for m, _, _ in calls if _is_3x3(m)]
+    projections = [m for m, _, _ in calls if _is_1x1(m)]
+    reference = BasicBlock(in_channels, out_channels, stride, shortcut="B" if projections else "A").eval()
+    twins = {convs[0]: (reference.conv1, reference.bn1), convs[1]: (reference.conv2, reference.bn2)}
+    if projections:
+        twins[projections[0]] = (reference.downsample[0], reference.downsample[1])
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for conv, (twin, _) in twins.items():
+            twin.weight.copy_(conv.weight)
+        for bn, bn_input, _ in calls:
+            if not isinstance(bn, nn.BatchNorm2d):
+                continue
+            if (bn_input >= 0).all():  # tested first: after an in-place ReLU it is still the conv's output tensor
+                raise _Fail("a BatchNorm comes after a ReLU. Normalise the convolution's output, then apply the "
+                            "ReLU: relu(bn1(conv1(x))).")
+            conv = next((m for m, _, output in calls if output is bn_input and isinstance(m, nn.Conv2d)), None)
+            if conv is None:
+                raise _Fail("a BatchNorm normalises something other than a convolution's output (the sum?). Each "
+                            "BatchNorm follows its convolution directly, before the ReLU and before the addition: "
+                            "relu(bn2(conv2(...)) + shortcut(x)). BN after the addition alters the shortcut's signal "
+                            "and trains worse (He et al., Identity Mappings, 2016, Fig. 2b).")
+            channels = bn.num_features
+            bn.weight.copy_(0.5 + torch.rand(channels, generator=generator))
+            bn.bias.copy_(torch.randn(channels, generator=generator))
+            bn.running_mean.copy_(torch.randn(channels, generator=generator))
+            bn.running_var.copy_(0.5 + torch.rand(channels, generator=generator))
+            twins[conv][1].load_state_dict(bn.state_dict())
+        return block(x), reference(x)
 
 
 def check_basic_block(block_class: Callable[..., nn.Module], strict: bool = False) -> bool:
@@ -163,7 +222,9 @@ def check_basic_block(block_class: Callable[..., nn.Module], strict: bool = Fals
     Its two 3x3 convolutions are taken as the residual branch. Checked: output shapes (stride 1 and 2,
     channel changes), BatchNorm, the stride on the first 3x3, the parameter count against
     ``resnet_lab.blocks.BasicBlock`` with the same shortcut, gradient through the shortcut when the 3x3
-    weights are zero, and the computation itself, ReLU after the addition included.
+    weights are zero, and, for 16 -> 16 channels with stride 1 and 16 -> 32 with stride 2, the computation
+    itself against that block with the same weights and non-trivial BatchNorms: BatchNorm and ReLU placement
+    and the shortcut.
     """
     from .blocks import BasicBlock
 
@@ -196,7 +257,7 @@ def check_basic_block(block_class: Callable[..., nn.Module], strict: bool = Fals
             cases[(in_channels, out_channels, stride)] = (block, x)
 
         for (in_channels, out_channels, stride), (block, x) in cases.items():
-            called = _modules_in_call_order(block, x)
+            called = [module for module, _, _ in _calls(block, x)]
             convs = [m for m in called if _is_3x3(m)]
             if not any(isinstance(m, nn.BatchNorm2d) for m in called):
                 raise _Fail("no BatchNorm: follow each 3x3 convolution with nn.BatchNorm2d (He et al. 2016 put BN "
@@ -206,7 +267,7 @@ def check_basic_block(block_class: Callable[..., nn.Module], strict: bool = Fals
             if stride == 2 and convs[0].stride != (2, 2):
                 raise _Fail("put the stride on the first 3x3 convolution (as the paper and torchvision do), so the "
                             "second one already works on the smaller map.")
-            projection = any(isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) for m in called)
+            projection = any(_is_1x1(m) for m in called)
             reference = BasicBlock(in_channels, out_channels, stride, shortcut="B" if projection else "A")
             ours, theirs = _count(reference), _count(block)
             if theirs != ours:
@@ -215,36 +276,36 @@ def check_basic_block(block_class: Callable[..., nn.Module], strict: bool = Fals
                 raise _Fail(f"{in_channels} -> {out_channels}, stride {stride}: {theirs:,} parameters, but a basic "
                             f"block with shortcut {'B' if projection else 'A'} has {ours:,}.{hint}")
 
-        block, x = cases[(16, 16, 1)]
-        with torch.no_grad():
-            for conv in (m for m in block.modules() if _is_3x3(m)):
-                conv.weight.zero_()
-        x = x.clone().requires_grad_(True)
-        block(x).sum().backward()
-        if x.grad is None or not x.grad.abs().sum() > 0:
-            raise _Fail("no gradient reaches the input when the 3x3 weights are zero: the block has no shortcut. "
-                        "Add the input to the branch's output before the final ReLU: out = relu(F(x) + x).")
+        for (in_channels, out_channels, stride), (block, x) in cases.items():
+            with torch.no_grad():
+                for conv in (m for m in block.modules() if _is_3x3(m)):
+                    conv.weight.zero_()
+            x = x.clone().requires_grad_(True)
+            block(x).sum().backward()
+            if x.grad is None or not x.grad.abs().sum() > 0:
+                raise _Fail(f"no gradient reaches the input of your {in_channels} -> {out_channels}, stride {stride} "
+                            "block when the 3x3 weights are zero: it has no shortcut. Add the shortcut to the "
+                            "branch's output before the final ReLU, out = relu(F(x) + shortcut(x)), in every block, "
+                            "those that change the shape included.")
 
         torch.manual_seed(1)
-        block, reference = block_class(16, 16, 1).eval(), BasicBlock(16, 16, 1).eval()
-        x = torch.randn(2, 16, 8, 8)
-        convs = [m for m in _modules_in_call_order(block, x) if _is_3x3(m)]
-        with torch.no_grad():
-            reference.conv1.weight.copy_(convs[0].weight)
-            reference.conv2.weight.copy_(convs[1].weight)
-            for bn in (m for m in block.modules() if isinstance(m, nn.BatchNorm2d)):
-                bn.reset_parameters()  # BN as the identity (eval mode, fresh statistics) in both blocks
-                bn.reset_running_stats()
-            got, want = block(x), reference(x)
-        if not torch.allclose(got, want, atol=1e-5):
+        for in_channels, out_channels, stride in cases:
+            block = block_class(in_channels, out_channels, stride)
+            got, want = _outputs_with_reference(block, in_channels, out_channels, stride)
+            if torch.allclose(got, want, atol=1e-5):
+                continue
             if (got < 0).any():
                 raise _Fail("the output has negative values: apply the ReLU after the addition, "
                             "out = relu(bn2(conv2(...)) + shortcut(x)), not to the branch before it.")
+            if stride != 1:  # the same branch was right with stride 1
+                raise _Fail(f"your {in_channels} -> {out_channels}, stride {stride} block computes something other "
+                            "than the reference although your stride-1 block is right: check the shortcut. Option A "
+                            "keeps every second pixel, x[:, :, ::2, ::2], and appends the new channels as zeros after "
+                            "the input's; option B is a 1x1 convolution with stride 2 followed by BatchNorm.")
             raise _Fail("same layers, different result. The block should compute relu(bn2(conv2(relu(bn1(conv1(x)))))"
                         " + shortcut(x)): one ReLU inside the branch, one after the addition, none before it.")
-        kind = "B (projection)" if any(isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)
-                                       for m in cases[(16, 32, 2)][0].modules()) else "A (zero-padding)"
-        return f"shapes, parameters, stride, shortcut gradient and ReLU placement all correct (shortcut {kind})."
+        kind = "B (projection)" if any(_is_1x1(m) for m in cases[(16, 32, 2)][0].modules()) else "A (zero-padding)"
+        return f"shapes, parameters, stride, shortcut, BatchNorm and ReLU placement all correct (shortcut {kind})."
 
     return _run_check("check_basic_block", check, strict)
 
@@ -299,10 +360,24 @@ def check_cifar_param_count(param_count: Callable[[int], int], strict: bool = Fa
 # ---------------------------------------------------------------------------------------------- notebook 04
 
 
+class _CountTorchCalls(TorchFunctionMode):
+    """Counts the torch functions and tensor methods called inside ``with`` (not those torch calls itself)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def __torch_function__(self, func: Callable[..., object], types: object, args: tuple = (),
+                           kwargs: dict | None = None) -> object:
+        self.calls += 1
+        return func(*args, **(kwargs or {}))
+
+
 def check_batch_flip(flip_batch: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], strict: bool = False) -> bool:
     """Check ``flip_batch(images, flip)``: mirror left-right exactly the images of ``(N, C, H, W)`` where ``flip``.
 
-    Compared with ``resnet_lab.loader.batch_flip`` on a batch with both flipped and unflipped images.
+    Compared with ``resnet_lab.loader.batch_flip`` on a batch with both flipped and unflipped images; the result
+    must keep the images' dtype, and the number of torch calls must not grow with the batch (no Python loop).
     """
     from .loader import batch_flip
 
@@ -311,13 +386,24 @@ def check_batch_flip(flip_batch: Callable[[torch.Tensor, torch.Tensor], torch.Te
         images = torch.randint(0, 256, (6, 3, 5, 7), generator=generator, dtype=torch.uint8)
         flip = torch.tensor([True, False, True, True, False, False])
         given = images.clone()
-        got = flip_batch(given, flip.clone())
+        with _CountTorchCalls() as small:
+            got = flip_batch(given, flip.clone())
         if not isinstance(got, torch.Tensor) or got.shape != images.shape:
             raise _Fail(f"return a tensor of the input's shape {tuple(images.shape)}")
+        if got.dtype != images.dtype:
+            raise _Fail(f"return the images' dtype, {images.dtype}, not {got.dtype}: arithmetic with a float mask "
+                        "converts the images, while torch.where(mask, flipped, images) picks values and keeps it.")
         want = batch_flip(images, flip)
         if torch.equal(got, want):
             if got.data_ptr() == given.data_ptr() or not torch.equal(given, images):
                 raise _Fail("you changed the input in place; return a new tensor (the loader reuses its images)")
+            many, many_flips = images.repeat(10, 1, 1, 1), flip.repeat(10)
+            with _CountTorchCalls() as large:
+                flip_batch(many, many_flips)
+            if large.calls > small.calls:
+                raise _Fail(f"the values are right, but a batch 10 times larger takes {large.calls} torch calls "
+                            f"instead of {small.calls}: no Python loop over the batch. Use one tensor expression, "
+                            "torch.where with a (N, 1, 1, 1) mask.")
             return "per-sample horizontal flips, batched."
         if torch.equal(got, images.flip(-1)):
             raise _Fail("you flipped every image; flip only those where `flip` is True (torch.where broadcasts "
@@ -345,7 +431,8 @@ def check_filter_normalize(
 
     On a small conv + BatchNorm + linear net whose filters have different norms: every filter (slice along dim 0)
     of the result must be the direction's filter rescaled to the norm of the weight's filter, and every 1-d
-    parameter (BatchNorm scale and shift, bias) must get zeros.
+    parameter (BatchNorm scale and shift, bias) must get zeros, in any float dtype. The direction passed in must be
+    left unchanged.
     """
     from .landscape import filter_normalize
 
@@ -359,9 +446,14 @@ def check_filter_normalize(
             model[0].weight.mul_(torch.tensor([0.5, 1.0, 2.0, 4.0]).view(-1, 1, 1, 1))  # unequal filter norms
         direction = {name: torch.randn(p.shape, generator=generator) for name, p in model.named_parameters()}
         want = filter_normalize(direction, model)
-        got = filter_normalize_fn({name: d.clone() for name, d in direction.items()}, model)
+        given = {name: d.clone() for name, d in direction.items()}
+        got = filter_normalize_fn(given, model)
         if not isinstance(got, dict):
             raise _Fail(f"return a dict {{parameter name: tensor}} like the direction; got {type(got).__name__}")
+        if got is given or given.keys() != direction.keys() or not all(
+                isinstance(given[name], torch.Tensor) and torch.equal(given[name], d) for name, d in direction.items()):
+            raise _Fail("you changed the direction you were given (its tensors in place, e.g. with mul_ or zero_, or "
+                        "its entries). Leave it as it is and return a new dictionary of new tensors.")
         missing = sorted(want.keys() - got.keys())
         if missing:
             raise _Fail(f"the result has no entry for {missing}: return one tensor per parameter of "
@@ -371,7 +463,7 @@ def check_filter_normalize(
                 raise _Fail(f"result[{name!r}] must be a tensor of the parameter's shape {tuple(weight.shape)}")
         weights = {name: weight.detach() for name, weight in model.named_parameters() if weight.dim() > 1}
         for name, weight in weights.items():
-            d, g = direction[name], got[name].detach()
+            d, g = direction[name], got[name].detach().to(want[name].dtype)
             if torch.allclose(g, want[name], rtol=1e-4, atol=1e-6):
                 continue
             if torch.allclose(g, weight, rtol=1e-4, atol=1e-6):

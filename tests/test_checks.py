@@ -4,6 +4,8 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from resnet_lab import checks, solutions
 
@@ -146,3 +148,226 @@ def test_batch_flip_in_place_is_refused(capsys):
 
     assert checks.check_batch_flip(in_place) is False
     assert "in place" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------ fixes found in review
+
+
+def input_gradient_in_float64(weights, x, grad_output):
+    activations, h = [], x.double()
+    for w in weights:
+        h = torch.tanh(w.double() @ h)
+        activations.append(h)
+    g = grad_output.double()
+    for w, h in zip(reversed(weights), reversed(activations)):
+        g = w.double().T @ ((1 - h**2) * g)
+    return g
+
+
+def tanh_network(weights, x):
+    h = x
+    for w in weights:
+        h = torch.tanh(w @ h)
+    return h
+
+
+def autograd_grad(weights, x, grad_output):
+    x = x.clone().requires_grad_(True)
+    return torch.autograd.grad(tanh_network(weights, x), x, grad_output)[0]
+
+
+def autograd_backward(weights, x, grad_output):
+    x = x.clone().requires_grad_(True)
+    tanh_network(weights, x).backward(grad_output)
+    return x.grad
+
+
+def autograd_enabled_again(weights, x, grad_output):
+    with torch.enable_grad():
+        return autograd_grad(weights, x, grad_output)
+
+
+def test_input_gradient_accepts_float64(capsys):
+    assert checks.check_input_gradient(input_gradient_in_float64, strict=True) is True
+    assert "PASS" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("wrong", [autograd_grad, autograd_backward, autograd_enabled_again])
+def test_input_gradient_refuses_autograd(wrong, capsys):
+    assert checks.check_input_gradient(wrong) is False
+    assert "Compute the Jacobian product yourself" in capsys.readouterr().out
+
+
+class BlockLayers(nn.Module):
+    """The layers of a shortcut-A basic block; subclasses write the forward pass."""
+
+    def __init__(self, in_channels, out_channels, stride=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.stride, self.extra = stride, out_channels - in_channels
+
+    def shortcut(self, x):
+        return F.pad(x[:, :, :: self.stride, :: self.stride], (0, 0, 0, 0, 0, self.extra))
+
+
+class SkipOnlyWithoutShapeChange(BlockLayers):
+    def forward(self, x):
+        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        identity = x if out.shape == x.shape else torch.zeros_like(out)
+        return F.relu(out + identity)
+
+
+class BatchNormAfterAddition(BlockLayers):
+    def forward(self, x):
+        out = self.conv2(F.relu(self.bn1(self.conv1(x))))
+        return F.relu(self.bn2(out + self.shortcut(x)))
+
+
+class BatchNormAfterReLU(BlockLayers):
+    def forward(self, x):
+        out = self.bn1(F.relu(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class BatchNormAfterInPlaceReLU(BlockLayers):
+    def forward(self, x):
+        out = self.bn1(F.relu(self.conv1(x), inplace=True))
+        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class ShortcutOnOddPixels(BlockLayers):
+    def forward(self, x):
+        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        s = self.stride
+        return F.relu(out + F.pad(x[:, :, s - 1 :: s, s - 1 :: s], (0, 0, 0, 0, 0, self.extra)))
+
+
+@pytest.mark.parametrize(
+    "wrong, hint",
+    [
+        (SkipOnlyWithoutShapeChange, "16 -> 32, stride 2 block when the 3x3 weights are zero: it has no shortcut"),
+        (BatchNormAfterAddition, "before the addition"),
+        (BatchNormAfterReLU, "BatchNorm comes after a ReLU"),
+        (BatchNormAfterInPlaceReLU, "BatchNorm comes after a ReLU"),
+        (ShortcutOnOddPixels, "check the shortcut"),
+    ],
+)
+def test_basic_block_mistakes_get_their_hint(wrong, hint, capsys):
+    assert checks.check_basic_block(wrong) is False
+    assert hint in capsys.readouterr().out
+
+
+class ProjectionFirst(nn.Module):
+    """Correct, written differently: shortcut B computed first, Sequential branch, in-place ReLU and addition."""
+
+    def __init__(self, in_channels, out_channels, stride=1):
+        super().__init__()
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels)
+            )
+        self.branch = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(out_channels),
+        )
+
+    def forward(self, x):
+        identity = self.shortcut(x)
+        out = self.branch(x)
+        out += identity
+        return F.relu(out, inplace=True)
+
+
+class SumFirst(BlockLayers):
+    def forward(self, x):
+        return F.relu(self.shortcut(x) + self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))))
+
+
+@pytest.mark.parametrize("candidate", [ProjectionFirst, SumFirst])
+def test_basic_block_accepts_other_correct_writings(candidate):
+    assert checks.check_basic_block(candidate, strict=True) is True
+
+
+def flip_with_a_loop(images, flip):
+    out = images.clone()
+    for i in range(len(images)):
+        if flip[i]:
+            out[i] = images[i].flip(-1)
+    return out
+
+
+def flip_by_float_mask(images, flip):
+    mask = flip[:, None, None, None].float()
+    return images * (1 - mask) + images.flip(-1) * mask
+
+
+@pytest.mark.parametrize(
+    "wrong, hint",
+    [
+        (flip_with_a_loop, "no Python loop over the batch"),
+        (lambda images, flip: torch.stack([im.flip(-1) if f else im for im, f in zip(images, flip)]), "no Python loop"),
+        (flip_by_float_mask, "return the images' dtype, torch.uint8, not torch.float32"),
+    ],
+)
+def test_batch_flip_refuses_loops_and_float_results(wrong, hint, capsys):
+    assert checks.check_batch_flip(wrong) is False
+    assert hint in capsys.readouterr().out
+
+
+def flip_by_indexing(images, flip):
+    out = images.clone()
+    out[flip] = images[flip].flip(-1)
+    return out
+
+
+@pytest.mark.parametrize(
+    "candidate",
+    [flip_by_indexing, lambda images, flip: flip_by_float_mask(images, flip).round().to(images.dtype)],
+)
+def test_batch_flip_accepts_other_batched_answers(candidate):
+    assert checks.check_batch_flip(candidate, strict=True) is True
+
+
+def filter_normalize_in_float64(direction, model):
+    result = {}
+    for name, weight in model.named_parameters():
+        d, w = direction[name].double(), weight.detach().double()
+        if w.dim() == 1:
+            result[name] = torch.zeros_like(d)
+        else:
+            scale = w.flatten(1).norm(dim=1) / d.flatten(1).norm(dim=1)
+            result[name] = d * scale.view(-1, *[1] * (d.dim() - 1))
+    return result
+
+
+def filter_normalize_in_place(direction, model):
+    for name, weight in model.named_parameters():
+        d = direction[name]
+        if weight.dim() == 1:
+            d.zero_()
+        else:
+            d.mul_((weight.detach().flatten(1).norm(dim=1) / d.flatten(1).norm(dim=1)).view(-1, *[1] * (d.dim() - 1)))
+    return direction
+
+
+def filter_normalize_into_the_input(direction, model):
+    direction.update(solutions.filter_normalize(direction, model))
+    return direction
+
+
+def test_filter_normalize_accepts_float64(capsys):
+    assert checks.check_filter_normalize(filter_normalize_in_float64, strict=True) is True
+    assert "PASS" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("wrong", [filter_normalize_in_place, filter_normalize_into_the_input])
+def test_filter_normalize_refuses_changing_its_input(wrong, capsys):
+    assert checks.check_filter_normalize(wrong) is False
+    assert "you changed the direction you were given" in capsys.readouterr().out
