@@ -262,6 +262,9 @@ def check_basic_block(block_class: Callable[..., nn.Module], strict: bool = Fals
             if not any(isinstance(m, nn.BatchNorm2d) for m in called):
                 raise _Fail("no BatchNorm: follow each 3x3 convolution with nn.BatchNorm2d (He et al. 2016 put BN "
                             "after every convolution, before the activation).")
+            if any(not m.affine or not m.track_running_stats for m in called if isinstance(m, nn.BatchNorm2d)):
+                raise _Fail("create each BatchNorm as nn.BatchNorm2d(channels), with its defaults: a learnable scale "
+                            "and shift (affine=True) and running statistics for evaluation (track_running_stats=True).")
             if len(convs) != 2:
                 raise _Fail(f"the residual branch should have two 3x3 convolutions; yours calls {len(convs)}.")
             if stride == 2 and convs[0].stride != (2, 2):

@@ -215,22 +215,26 @@ class LiveCurves:
 
     In a notebook the figure updates in the cell's output (an IPython display handle, no ipympl needed);
     elsewhere it does nothing visible. ``history`` keeps the records it was given. With ``run_dir`` (fit's
-    ``out_dir``), a resumed run's curves start at epoch 1: the epochs before the first record come from the run's
-    ``metrics.json``.
+    ``out_dir``), the epochs already in the run's ``metrics.json`` are drawn at once: a resumed run's curves start at
+    epoch 1, and re-running the cell of a finished run (``fit`` then trains nothing) still shows its curves.
     """
 
     def __init__(self, name: str, color: str = RESIDUAL_COLOR, run_dir: str | os.PathLike | None = None) -> None:
         self.name, self.color, self.history = name, color, []
-        self.run_dir = run_dir
         self._handle = None
+        metrics = Path(run_dir) / METRICS_NAME if run_dir is not None else None
+        if metrics is not None and metrics.exists():
+            self.history = json.loads(metrics.read_text())["epochs"]
+            if self.history:
+                self._draw()
 
     def __call__(self, record: dict) -> None:
+        self.history = [r for r in self.history if r["epoch"] < record["epoch"]] + [record]
+        self._draw()
+
+    def _draw(self) -> None:
         from IPython.display import display
 
-        if not self.history and record["epoch"] > 1 and self.run_dir is not None:  # resumed: draw the earlier epochs
-            metrics = json.loads((Path(self.run_dir) / METRICS_NAME).read_text())
-            self.history = [r for r in metrics["epochs"] if r["epoch"] < record["epoch"]]
-        self.history.append(record)
         fig, axes = plt.subplots(1, 2, figsize=(11, 3.5), layout="constrained")
         epochs = [r["epoch"] for r in self.history]
         for split, style in (("train", "-"), ("val", "--"), ("test", ":")):

@@ -245,9 +245,20 @@ class ShortcutOnOddPixels(BlockLayers):
         return F.relu(out + F.pad(x[:, :, s - 1 :: s, s - 1 :: s], (0, 0, 0, 0, 0, self.extra)))
 
 
+class BatchNormWithoutRunningStatistics(BlockLayers):
+    def __init__(self, in_channels, out_channels, stride=1):
+        super().__init__(in_channels, out_channels, stride)
+        self.bn2 = nn.BatchNorm2d(out_channels, track_running_stats=False)
+
+    def forward(self, x):
+        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        return F.relu(out + self.shortcut(x))
+
+
 @pytest.mark.parametrize(
     "wrong, hint",
     [
+        (BatchNormWithoutRunningStatistics, "track_running_stats=True"),
         (SkipOnlyWithoutShapeChange, "16 -> 32, stride 2 block when the 3x3 weights are zero: it has no shortcut"),
         (BatchNormAfterAddition, "before the addition"),
         (BatchNormAfterReLU, "BatchNorm comes after a ReLU"),

@@ -144,11 +144,16 @@ def test_live_curves_of_a_resumed_run_start_at_epoch_1(tmp_path, monkeypatch):
     history = _history([64, 43, 34, 30])
     write_metrics(tmp_path / "metrics.json", model="resnet20", recipe="fast", seed=0, device="cpu", data="smoke",
                   history=history[:2])  # what the interrupted run left
-    monkeypatch.setattr("IPython.display.display", lambda fig, display_id=None: None)
-    curves = LiveCurves("resnet20", run_dir=tmp_path)
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda fig, display_id=None: shown.append(fig))
+    curves = LiveCurves("resnet20", run_dir=tmp_path)  # draws the two saved epochs at once
+    assert len(shown) == 1 and [len(line.get_xdata()) for line in shown[0].axes[0].get_lines()] == [2, 2]
     for record in history[2:]:  # the resumed run reports epochs 3 and 4
         curves(record)
     assert [r["epoch"] for r in curves.history] == [1, 2, 3, 4]
     without_run_dir = LiveCurves("resnet20")
     without_run_dir(history[2])
     assert [r["epoch"] for r in without_run_dir.history] == [3]
+    shown.clear()
+    assert LiveCurves("resnet20", run_dir=tmp_path / "new_run").history == [] and not shown  # a new run: no figure
+

@@ -20,6 +20,7 @@ from resnet_lab.checkpoint import METRICS_FIELDS, find_trained
 from resnet_lab.data import make_smoke_cifar
 from resnet_lab.loader import TensorLoader
 from resnet_lab.models import cifar_resnet
+from resnet_lab.plots import LiveCurves
 from resnet_lab.recipes import LRFactor
 from resnet_lab.train import TrainingDiverged, evaluate, fit, main, prepare_model
 
@@ -314,3 +315,21 @@ def test_command_line_errors_are_clean(tmp_path, monkeypatch, capsys):
             main([*argv, "--out", str(tmp_path / "run"), "--no-progress"])
         assert exit_info.value.code == 2
         assert message in capsys.readouterr().err
+
+
+def test_live_curves_show_a_finished_run_that_fit_does_not_retrain(smoke, tmp_path, monkeypatch):
+    shown = []
+
+    class Handle:  # IPython's display handle: the latest figure replaces the shown one
+        def update(self, fig):
+            shown.append(fig)
+
+    monkeypatch.setattr("IPython.display.display", lambda fig, display_id=None: shown.append(fig) or Handle())
+    first = fit(tiny_model(), smoke, **dict(TINY, epochs=2), out_dir=tmp_path,
+                on_epoch_end=LiveCurves("tiny", run_dir=tmp_path))
+    assert len(shown) == 2  # one figure per epoch
+    shown.clear()
+    again = fit(tiny_model(), smoke, **dict(TINY, epochs=2), out_dir=tmp_path, resume=True,
+                on_epoch_end=LiveCurves("tiny", run_dir=tmp_path))  # the cell re-run: nothing left to train
+    assert again == first and len(shown) == 1
+    assert list(shown[0].axes[0].get_lines()[0].get_ydata()) == [r["train_loss"] for r in first]
