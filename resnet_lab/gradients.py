@@ -5,7 +5,8 @@ normalisation and skip connection are switches, so the effect of each one on the
 ``grad_norms`` runs one backward pass and returns the L2 norm of each hidden layer's weight gradient in
 forward order; ``activation_grad_norms`` does the same for the gradient with respect to each layer's output.
 Non-finite values are results, not errors: an exploding network returns ``inf``/``nan`` entries.
-``BlockGradientRecorder`` follows each block's gradient norm through a whole training run (notebook 05).
+``BlockGradientRecorder`` follows each block's gradient norm through a whole training run and ``WeightSnapshots``
+keeps copies of the weights at chosen steps of it (notebook 05).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ __all__ = [
     "grad_norms",
     "activation_grad_norms",
     "BlockGradientRecorder",
+    "WeightSnapshots",
 ]
 
 ACTIVATIONS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU}
@@ -279,6 +281,46 @@ class BlockGradientRecorder:
         self._handles = []
 
     def __enter__(self) -> BlockGradientRecorder:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.remove()
+
+
+class WeightSnapshots:
+    """Copies of a model's ``state_dict`` at chosen training steps, taken while any training loop runs.
+
+    ``with WeightSnapshots(model, steps=(0, 10, 100)) as snapshots: fit(model, ...)``. A hook before each forward
+    pass in training mode counts the passes: the weights it sees at pass ``t`` (counted from 0) are those after ``t``
+    optimiser steps, so ``states[t]`` holds them for every ``t`` in ``steps`` that the run reaches. ``remove()`` (the
+    end of the ``with``) adds the final weights under the number of passes seen. Copies are kept on the CPU.
+    """
+
+    def __init__(self, model: nn.Module, steps: Sequence[int]) -> None:
+        if any(step < 0 for step in steps):
+            raise ValueError(f"steps count optimiser steps from 0; got {sorted(steps)}")
+        self.model, self.steps = model, set(steps)
+        self.states: dict[int, dict[str, torch.Tensor]] = {}
+        self.passes = 0
+        self._handle = model.register_forward_pre_hook(self._before_forward)
+
+    def _copy(self) -> dict[str, torch.Tensor]:
+        return {name: value.detach().to("cpu", copy=True) for name, value in self.model.state_dict().items()}
+
+    def _before_forward(self, module: nn.Module, inputs: object) -> None:
+        if module.training:
+            if self.passes in self.steps:
+                self.states[self.passes] = self._copy()
+            self.passes += 1
+
+    def remove(self) -> None:
+        """Detach the hook and keep the final weights (under the number of training passes seen)."""
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+            self.states[self.passes] = self._copy()
+
+    def __enter__(self) -> WeightSnapshots:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -11,7 +11,7 @@ from torch import nn
 
 from resnet_lab import checks, solutions
 from resnet_lab.blocks import BasicBlock, PlainBlock
-from resnet_lab.gradients import BlockGradientRecorder
+from resnet_lab.gradients import BlockGradientRecorder, WeightSnapshots
 from resnet_lab.landscape import filter_normalize, loss_along_line, loss_and_accuracy, loss_surface, random_direction
 from resnet_lab.lesion import lesion_accuracy, lesion_sets, lesioned, random_lesions, single_lesions
 from resnet_lab.models import build_model
@@ -324,6 +324,32 @@ def test_block_gradient_recorder_records_one_row_per_backward_pass():
     F.cross_entropy(model(images), labels).backward()  # after remove(): nothing recorded
     assert recorder.norms.shape == (3, len(model.blocks))
     assert all(not p._backward_hooks for p in model.parameters())
+
+
+def test_weight_snapshots_hold_the_weights_after_t_steps():
+    model = net("resnet8")
+    images, labels = batch(n=4, size=8)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    after = {}  # the weights after t steps, copied by hand
+    with WeightSnapshots(model, steps=(0, 2, 99)) as snapshots:
+        for step in range(3):
+            after[step] = copy.deepcopy(model.state_dict())
+            model.eval()(images)  # an evaluation pass in between: not a training step
+            model.train()
+            optimizer.zero_grad()
+            F.cross_entropy(model(images), labels).backward()
+            optimizer.step()
+        after[3] = copy.deepcopy(model.state_dict())
+    assert sorted(snapshots.states) == [0, 2, 3]  # step 99 never came; the final weights come under 3
+    for step, state in snapshots.states.items():
+        for name, value in state.items():
+            assert torch.equal(value, after[step][name]), (step, name)
+    first_weight = next(name for name, value in after[0].items() if value.dim() == 4)
+    assert not torch.equal(snapshots.states[0][first_weight], snapshots.states[3][first_weight])  # it trained
+    model(images)  # after remove(): nothing counted
+    assert snapshots.passes == 3 and not model._forward_pre_hooks
+    with pytest.raises(ValueError, match="from 0"):
+        WeightSnapshots(model, steps=(-1,))
 
 
 # ---------------------------------------------------------------------------------------------------- checker
