@@ -214,7 +214,7 @@ class LiveCurves:
     """``fit(..., on_epoch_end=LiveCurves("resnet20"))``: redraw the training curves in place after every epoch.
 
     In a notebook the figure updates in the cell's output (an IPython display handle, no ipympl needed);
-    elsewhere it does nothing visible. ``history`` keeps the records it was given. With ``run_dir`` (fit's
+    elsewhere it does nothing visible. ``history`` holds the records drawn. With ``run_dir`` (fit's
     ``out_dir``), the epochs already in the run's ``metrics.json`` are drawn at once: a resumed run's curves start at
     epoch 1, and re-running the cell of a finished run (``fit`` then trains nothing) still shows its curves.
     """
