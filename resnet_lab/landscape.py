@@ -3,8 +3,10 @@
 A 1-D slice is ``L(theta + alpha * d)``, a 2-D surface ``L(theta + alpha * d + beta * e)``, for random directions
 ``d`` and ``e`` in parameter space. Raw Gaussian directions would make wide nets look flat and narrow ones sharp
 just through the scale of their weights, so each direction is *filter-normalised* (Sec. 4): every filter of ``d``
-gets the norm of the same filter of ``theta``. The paper's finding, which notebook 05 reproduces: the landscape of
-a deep plain net is chaotic, that of its residual twin smooth and nearly convex around the minimum (Fig. 5).
+gets the norm of the same filter of ``theta``. The paper's finding, for networks trained to convergence: the
+landscape of a deep plain net is chaotic, that of its residual twin smooth and nearly convex around the minimum
+(Fig. 5). Notebook 05 draws these plots for its own networks (after a short CPU run they show mostly how far training
+got).
 
 Evaluation runs in eval mode, so BatchNorm normalises with the running statistics the trained model collected:
 the landscape is that of the function the model computes at test time. The model is perturbed in place and

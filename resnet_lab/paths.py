@@ -5,8 +5,9 @@ Unrolling ``n`` residual blocks gives ``2**n`` paths from input to output: each 
 residual branch or through its skip, so ``C(n, k)`` paths go through exactly ``k`` branches (path length ``k``).
 Veit et al. measured how much gradient each length carries: a normal forward pass, then a backward pass that goes
 only through the residual branch of ``k`` random blocks and only through the skip of all the others (Sec. 5).
-The gradient of one path shrinks exponentially with its length, so although the typical path is ``n / 2`` blocks
-long, nearly all of the gradient comes from short ones (Fig. 6: 5-17 of 54 blocks in ResNet-110).
+In their trained ResNet-110 the gradient of one path shrank exponentially with its length (a measured property,
+not a law), so although the typical path is ``n / 2`` blocks long, nearly all of the gradient came from short ones
+(Fig. 6: 5-17 of 54 blocks).
 
 For post-activation blocks (``BasicBlock``, ``Bottleneck``) the ReLU after the addition is shared by both paths:
 its mask comes from the full sum in the forward pass, and a path's gradient passes through it whichever way it
