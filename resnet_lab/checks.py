@@ -9,6 +9,8 @@ or prints a specific hint and returns ``False``. A stub that still raises ``NotI
 from __future__ import annotations
 
 import math
+import numbers
+import operator
 from collections.abc import Callable
 
 import torch
@@ -44,13 +46,24 @@ def _run_check(name: str, check: Callable[[], str], strict: bool) -> bool:
 
 
 def _as_float(value: object) -> float:
+    """``value`` as a float: any real number (NumPy's included) or a one-element tensor, not a bool."""
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
             raise _Fail(f"return one number (a float), not a tensor of shape {tuple(value.shape)}")
         return float(value)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):  # NumPy registers its floats as Real
         return float(value)
     raise _Fail(f"return a float; got {type(value).__name__}")
+
+
+def _as_int(value: object) -> int:
+    """``value`` as an int: any integer (NumPy's and one-element integer tensors included), not a bool or a float."""
+    if not isinstance(value, bool):
+        try:
+            return operator.index(value)
+        except TypeError:
+            pass
+    raise _Fail(f"return an int (a count of parameters); got {type(value).__name__}")
 
 
 # ---------------------------------------------------------------------------------------------- notebook 01
@@ -79,6 +92,13 @@ def check_init_std(init_std: Callable[[int, str], float], strict: bool = False) 
                 if activation == "tanh" and math.isclose(got, math.sqrt(2 / fan_in), rel_tol=1e-6):
                     raise _Fail("tanh is close to the identity near 0 and keeps both signs, so nothing is "
                                 "zeroed: no factor 2 for tanh.")
+                if activation == "tanh" and math.isclose(got, 5 / 3 / math.sqrt(fan_in), rel_tol=1e-6):
+                    raise _Fail("5/3 is nn.init.calculate_gain('tanh'), PyTorch's suggested gain, not what the "
+                                "variance argument gives. Treated as linear near 0 (tanh'(0) = 1), tanh passes "
+                                "E[h^2] through unchanged, so the gain is 1: std = sqrt(1/fan_in). The 5/3 is an "
+                                "empirical correction for tanh's saturation (tanh(z)^2 < z^2), which slowly shrinks "
+                                "the signal at gain 1; it keeps the forward signal's size, but then the gradients "
+                                "grow going backwards (about 100x over 50 tanh layers).")
                 raise _Fail(f"init_std({fan_in}, {activation!r}) returned {got:.4g}, expected {want:.4g}. "
                             "Var(sum of fan_in terms w*x) = fan_in * Var(w) * E[x^2]; set it equal to E[x^2].")
         return "the std is sqrt(1/fan_in) for tanh and sqrt(2/fan_in) for ReLU."
@@ -96,6 +116,25 @@ def _reference_input_gradient(weights: list[torch.Tensor], x: torch.Tensor, grad
     return x.grad
 
 
+class _AutogradWatch(TorchFunctionMode):
+    """Notes whether any torch call inside ``with`` runs with autograd on or outside inference mode.
+
+    Inside ``torch.inference_mode()`` both happen only when the code switches autograd back on: ``enable_grad``,
+    ``inference_mode(False)``, ``torch.autograd.functional``, or a ``torch.func`` transform (``vjp``, ``grad``,
+    ``jacrev``, ``jacfwd``), which leaves inference mode for the function it transforms.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.autograd_used = False
+
+    def __torch_function__(self, func: Callable[..., object], types: object, args: tuple = (),
+                           kwargs: dict | None = None) -> object:
+        if torch.is_grad_enabled() or not torch.is_inference_mode_enabled():
+            self.autograd_used = True
+        return func(*args, **(kwargs or {}))
+
+
 def check_input_gradient(
     input_gradient: Callable[[list[torch.Tensor], torch.Tensor, torch.Tensor], torch.Tensor], strict: bool = False
 ) -> bool:
@@ -103,8 +142,13 @@ def check_input_gradient(
 
     The network is ``h_0 = x``, ``h_l = tanh(W_l h_{l-1})`` with ``W_l`` of shape ``(out, in)``; the function
     must return dL/dx given ``grad_output`` = dL/dh_L, by multiplying transposed layer Jacobians, in any float
-    dtype. It runs in inference mode, where autograd cannot be switched back on, so asking autograd fails.
+    dtype. It runs in inference mode, and any torch call made with autograd switched back on (``enable_grad``,
+    ``inference_mode(False)``, ``torch.autograd.functional``, ``torch.func.vjp`` and the other transforms) fails
+    the check, so asking autograd fails.
     """
+    use_autograd = ("the checker switches autograd off, so backward(), torch.autograd, torch.func (vjp, grad, "
+                    "jacrev, jacfwd) and switching autograd back on are refused here. Compute the Jacobian product "
+                    "yourself: autograd is the checker's oracle.")
 
     def check() -> str:
         generator = torch.Generator().manual_seed(1)
@@ -114,17 +158,19 @@ def check_input_gradient(
         x = torch.randn(sizes[0], generator=generator)
         grad_output = torch.randn(sizes[-1], generator=generator)
         want = _reference_input_gradient(weights, x, grad_output)
+        watch = _AutogradWatch()
         try:
-            with torch.inference_mode():  # unlike no_grad, enable_grad() inside cannot switch autograd back on
+            with torch.inference_mode(), watch:  # unlike no_grad, enable_grad() inside cannot switch autograd on
                 got = input_gradient([w.clone() for w in weights], x.clone(), grad_output.clone())
-        except RuntimeError as error:
-            if "shape" in str(error) or "size" in str(error) or "mat" in str(error):
+        except Exception as error:
+            if watch.autograd_used or "require grad" in str(error):
+                raise _Fail(use_autograd) from None
+            if isinstance(error, RuntimeError) and any(word in str(error) for word in ("shape", "size", "mat")):
                 raise _Fail(f"shape mismatch ({error}). Going backwards, the gradient is multiplied by the "
                             "transpose W_l.T of each layer's weights.") from None
-            if "require grad" in str(error):
-                raise _Fail("the checker switches autograd off, so backward() and torch.autograd.grad fail here. "
-                            "Compute the Jacobian product yourself: autograd is the checker's oracle.") from None
             raise
+        if watch.autograd_used:
+            raise _Fail(use_autograd)
         if not isinstance(got, torch.Tensor):
             raise _Fail(f"return a tensor; got {type(got).__name__}")
         if got.shape != want.shape:
@@ -149,6 +195,18 @@ def check_input_gradient(
 
 _Call = tuple[nn.Module, torch.Tensor, torch.Tensor]  # (module, its input, its output)
 
+# (in_channels, out_channels, stride) of the blocks tested. The first keeps the shape; the last two change only the
+# width or only the map, where a shortcut written for the usual stride-2 doubling breaks.
+_BLOCK_CASES = ((16, 16, 1), (16, 32, 2), (16, 32, 1), (16, 16, 2))
+_SHORTCUT_TASKS = {  # what the shortcut must do where the shape changes
+    (16, 32, 2): ("the map halves and the width doubles: keep every second pixel, x[:, :, ::2, ::2], and add 16 zero "
+                  "channels (option A), or a 1x1 convolution with stride 2 + BatchNorm (option B)"),
+    (16, 32, 1): ("the width changes without a stride, the article's 64 -> 128 case (§4): keep every pixel and add "
+                  "16 zero channels (option A), or a 1x1 convolution with stride 1 + BatchNorm (option B)"),
+    (16, 16, 2): ("the map halves while the width stays: keep every second pixel, x[:, :, ::2, ::2], and add no "
+                  "channel (option A), or a 1x1 convolution with stride 2 + BatchNorm (option B)"),
+}
+
 
 def _calls(block: nn.Module, x: torch.Tensor) -> list[_Call]:
     """Every Conv2d and BatchNorm2d call of ``block(x)``, in call order; the tensors are kept, so ``is`` compares."""
@@ -171,14 +229,78 @@ def _is_1x1(module: nn.Module) -> bool:
     return isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1)
 
 
+def _shares_memory(view: torch.Tensor, tensor: torch.Tensor) -> bool:
+    """Whether ``view`` is ``tensor`` or a view of it, e.g. a 1x1 convolution's output subsampled by slicing."""
+    return view is tensor or view.untyped_storage().data_ptr() == tensor.untyped_storage().data_ptr()
+
+
+def _check_batchnorm_settings(bn: nn.BatchNorm2d) -> None:
+    """Fail on the eps and momentum that code ported from Keras brings along."""
+    if bn.eps != 1e-5:
+        keras = " (Keras' default)" if math.isclose(bn.eps, 1e-3) else ""
+        raise _Fail(f"a BatchNorm has eps={bn.eps:g}{keras}. PyTorch's default, which torchvision and the package "
+                    "use, is 1e-5; eps is added to the variance, so your block's outputs differ slightly from the "
+                    "reference's. Create it as nn.BatchNorm2d(channels).")
+    if bn.momentum is not None and bn.momentum > 0.5:
+        raise _Fail(f"a BatchNorm has momentum={bn.momentum:g}. In PyTorch, momentum is the weight of the *new* batch "
+                    "in the running statistics, 1 minus Keras' momentum (Keras' 0.99 is PyTorch's 0.01): with "
+                    f"{bn.momentum:g} the statistics used for evaluation are mostly the last batch's. Keep PyTorch's "
+                    "default, 0.1: nn.BatchNorm2d(channels).")
+
+
+class _PlacedPadding(nn.Module):
+    """Option A with the input's channels at chosen output channels and zeros in the others."""
+
+    def __init__(self, positions: list[int], out_channels: int, stride: int) -> None:
+        super().__init__()
+        self.positions, self.out_channels, self.stride = positions, out_channels, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, :: self.stride, :: self.stride]  # (N, C_in, H/s, W/s)
+        out = x.new_zeros(x.shape[0], self.out_channels, *x.shape[2:])  # (N, C_out, H/s, W/s)
+        out[:, self.positions] = x
+        return out
+
+
+def _input_channel_positions(
+    block: nn.Module, last_bn: nn.BatchNorm2d, in_channels: int, stride: int
+) -> list[int] | None:
+    """Where ``block``'s zero-padding shortcut puts each input channel, or None if it does something else.
+
+    With the branch's last BatchNorm scaling and shifting by 0, the branch outputs 0 in eval mode and the block
+    computes relu(shortcut(x)): the shortcut itself for a positive ``x``. Each input channel, subsampled by the
+    stride, must appear in exactly one output channel, and every other output channel must be zero. Where the zero
+    channels go is a convention: any placement gives the same networks with their channels in another order.
+    Changes ``last_bn``'s scale and shift.
+    """
+    with torch.no_grad():
+        last_bn.weight.zero_()
+        last_bn.bias.zero_()
+        x = 0.5 + torch.rand(2, in_channels, 8, 8, generator=torch.Generator().manual_seed(4))
+        shortcut = block(x)  # (N, C_out, H/s, W/s)
+    kept = x[:, :, ::stride, ::stride]  # (N, C_in, H/s, W/s)
+    positions = []
+    for channel in kept.unbind(1):
+        copies = [c for c, out in enumerate(shortcut.unbind(1)) if torch.equal(out, channel)]
+        if len(copies) != 1:
+            return None
+        positions += copies
+    others = [c for c in range(shortcut.shape[1]) if c not in positions]
+    if len(set(positions)) != in_channels or shortcut[:, others].any():
+        return None
+    return positions
+
+
 def _outputs_with_reference(
     block: nn.Module, in_channels: int, out_channels: int, stride: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """Outputs of ``block`` and of ``resnet_lab.blocks.BasicBlock`` with its weights, both in eval mode.
 
     Every BatchNorm gets random scales, shifts and running statistics, copied to the reference's BatchNorm of the
     same convolution, so a BatchNorm in the wrong place changes the result; a BatchNorm that does not normalise a
-    convolution's output fails with a hint.
+    convolution's output fails with a hint. A zero-padding shortcut may put the zero channels anywhere: the
+    reference then puts the input's channels where ``block`` does. The flag returned says whether they are first,
+    as in the package's block.
     """
     from .blocks import BasicBlock
 
@@ -191,47 +313,61 @@ def _outputs_with_reference(
     twins = {convs[0]: (reference.conv1, reference.bn1), convs[1]: (reference.conv2, reference.bn2)}
     if projections:
         twins[projections[0]] = (reference.downsample[0], reference.downsample[1])
+    normalised = {}  # each BatchNorm -> the convolution whose output it normalises
+    for bn, bn_input, _ in calls:
+        if not isinstance(bn, nn.BatchNorm2d):
+            continue
+        if (bn_input >= 0).all():  # tested first: after an in-place ReLU it is still the conv's output tensor
+            raise _Fail("a BatchNorm comes after a ReLU. Normalise the convolution's output, then apply the "
+                        "ReLU: relu(bn1(conv1(x))).")
+        conv = next((m for m, _, output in calls if isinstance(m, nn.Conv2d) and _shares_memory(bn_input, output)),
+                    None)
+        if conv is None:
+            raise _Fail("a BatchNorm normalises something other than a convolution's output (the sum?). Each "
+                        "BatchNorm follows its convolution directly, before the ReLU and before the addition: "
+                        "relu(bn2(conv2(...)) + shortcut(x)). BN after the addition alters the shortcut's signal "
+                        "and trains worse (He et al., Identity Mappings, 2016, Fig. 2b).")
+        normalised[bn] = conv
+    positions = list(range(in_channels))
+    last_bn = next((bn for bn, conv in normalised.items() if conv is convs[1]), None)
+    if not projections and out_channels > in_channels and last_bn is not None:
+        found = _input_channel_positions(block, last_bn, in_channels, stride)
+        if found is not None and found != positions:
+            positions = found
+            reference.downsample = _PlacedPadding(positions, out_channels, stride)
     generator = torch.Generator().manual_seed(3)
     with torch.no_grad():
         for conv, (twin, _) in twins.items():
             twin.weight.copy_(conv.weight)
-        for bn, bn_input, _ in calls:
-            if not isinstance(bn, nn.BatchNorm2d):
-                continue
-            if (bn_input >= 0).all():  # tested first: after an in-place ReLU it is still the conv's output tensor
-                raise _Fail("a BatchNorm comes after a ReLU. Normalise the convolution's output, then apply the "
-                            "ReLU: relu(bn1(conv1(x))).")
-            conv = next((m for m, _, output in calls if output is bn_input and isinstance(m, nn.Conv2d)), None)
-            if conv is None:
-                raise _Fail("a BatchNorm normalises something other than a convolution's output (the sum?). Each "
-                            "BatchNorm follows its convolution directly, before the ReLU and before the addition: "
-                            "relu(bn2(conv2(...)) + shortcut(x)). BN after the addition alters the shortcut's signal "
-                            "and trains worse (He et al., Identity Mappings, 2016, Fig. 2b).")
+        for bn, conv in normalised.items():
             channels = bn.num_features
             bn.weight.copy_(0.5 + torch.rand(channels, generator=generator))
             bn.bias.copy_(torch.randn(channels, generator=generator))
             bn.running_mean.copy_(torch.randn(channels, generator=generator))
             bn.running_var.copy_(0.5 + torch.rand(channels, generator=generator))
             twins[conv][1].load_state_dict(bn.state_dict())
-        return block(x), reference(x)
+        return block(x), reference(x), positions == list(range(in_channels))
 
 
 def check_basic_block(block_class: Callable[..., nn.Module], strict: bool = False) -> bool:
     """Check a learner's ``BasicBlock(in_channels, out_channels, stride=1)`` with shortcut A or B.
 
-    Its two 3x3 convolutions are taken as the residual branch. Checked: output shapes (stride 1 and 2,
-    channel changes), BatchNorm, the stride on the first 3x3, the parameter count against
-    ``resnet_lab.blocks.BasicBlock`` with the same shortcut, gradient through the shortcut when the 3x3
-    weights are zero, and, for 16 -> 16 channels with stride 1 and 16 -> 32 with stride 2, the computation
-    itself against that block with the same weights and non-trivial BatchNorms: BatchNorm and ReLU placement
-    and the shortcut.
+    Its two 3x3 convolutions are taken as the residual branch. Four shapes are tested: 16 -> 16 channels at stride
+    1, 16 -> 32 at stride 2, and the two a shortcut written only for that doubling breaks on, 16 -> 32 at stride 1
+    (the source article's 64 -> 128) and 16 -> 16 at stride 2. For each: the output shape, BatchNorm (PyTorch's eps
+    and momentum convention), the stride on the first 3x3, the parameter count against
+    ``resnet_lab.blocks.BasicBlock`` with the same shortcut, gradient through the shortcut when the 3x3 weights are
+    zero, and the computation itself against that block with the same weights and non-trivial BatchNorms:
+    BatchNorm and ReLU placement and the shortcut. Option A may put its zero channels anywhere; a projection in
+    every block (option C) gets a hint.
     """
     from .blocks import BasicBlock
 
     def check() -> str:
         torch.manual_seed(0)
-        cases = {(16, 16, 1): None, (16, 32, 2): None}
-        for in_channels, out_channels, stride in cases:
+        built: dict[tuple[int, int, int], tuple[nn.Module, torch.Tensor]] = {}
+        for case in _BLOCK_CASES:
+            in_channels, out_channels, stride = case
             try:
                 block = block_class(in_channels, out_channels, stride)
             except NotImplementedError:
@@ -244,33 +380,41 @@ def check_basic_block(block_class: Callable[..., nn.Module], strict: bool = Fals
             try:
                 out = block(x)
             except RuntimeError as error:
-                if out_channels != in_channels or stride != 1:
+                if case in _SHORTCUT_TASKS:
                     raise _Fail(f"with {in_channels} -> {out_channels} channels and stride {stride} the forward pass "
-                                f"fails ({error}). When the shape changes the shortcut must change it too: "
-                                "zero-pad and subsample (option A) or a 1x1 conv with the stride + BatchNorm "
-                                "(option B).") from None
+                                f"fails ({error}). When the shape changes the shortcut must change it too; here "
+                                f"{_SHORTCUT_TASKS[case]}.") from None
                 raise
             expected = (2, out_channels, 8 // stride, 8 // stride)
             if tuple(out.shape) != expected:
                 raise _Fail(f"for in={in_channels}, out={out_channels}, stride={stride} the output has shape "
                             f"{tuple(out.shape)}, expected {expected}.")
-            cases[(in_channels, out_channels, stride)] = (block, x)
+            built[case] = (block, x)
 
-        for (in_channels, out_channels, stride), (block, x) in cases.items():
+        for (in_channels, out_channels, stride), (block, x) in built.items():
             called = [module for module, _, _ in _calls(block, x)]
             convs = [m for m in called if _is_3x3(m)]
-            if not any(isinstance(m, nn.BatchNorm2d) for m in called):
+            batchnorms = [m for m in called if isinstance(m, nn.BatchNorm2d)]
+            if not batchnorms:
                 raise _Fail("no BatchNorm: follow each 3x3 convolution with nn.BatchNorm2d (He et al. 2016 put BN "
                             "after every convolution, before the activation).")
-            if any(not m.affine or not m.track_running_stats for m in called if isinstance(m, nn.BatchNorm2d)):
+            if any(not m.affine or not m.track_running_stats for m in batchnorms):
                 raise _Fail("create each BatchNorm as nn.BatchNorm2d(channels), with its defaults: a learnable scale "
                             "and shift (affine=True) and running statistics for evaluation (track_running_stats=True).")
+            for bn in batchnorms:
+                _check_batchnorm_settings(bn)
             if len(convs) != 2:
                 raise _Fail(f"the residual branch should have two 3x3 convolutions; yours calls {len(convs)}.")
             if stride == 2 and convs[0].stride != (2, 2):
                 raise _Fail("put the stride on the first 3x3 convolution (as the paper and torchvision do), so the "
                             "second one already works on the smaller map.")
             projection = any(_is_1x1(m) for m in called)
+            if projection and in_channels == out_channels and stride == 1:
+                raise _Fail(f"your {in_channels} -> {out_channels}, stride 1 block has a 1x1 projection although the "
+                            "shape stays the same. A projection in every block is option C of the paper's Table 3, "
+                            "but this exercise asks for A or B: the shortcut is the identity where the shape stays "
+                            "the same and changes only where the shape does, by zero-padding (A) or a projection "
+                            "there alone (B).")
             reference = BasicBlock(in_channels, out_channels, stride, shortcut="B" if projection else "A")
             ours, theirs = _count(reference), _count(block)
             if theirs != ours:
@@ -279,7 +423,7 @@ def check_basic_block(block_class: Callable[..., nn.Module], strict: bool = Fals
                 raise _Fail(f"{in_channels} -> {out_channels}, stride {stride}: {theirs:,} parameters, but a basic "
                             f"block with shortcut {'B' if projection else 'A'} has {ours:,}.{hint}")
 
-        for (in_channels, out_channels, stride), (block, x) in cases.items():
+        for (in_channels, out_channels, stride), (block, x) in built.items():
             with torch.no_grad():
                 for conv in (m for m in block.modules() if _is_3x3(m)):
                     conv.weight.zero_()
@@ -292,23 +436,30 @@ def check_basic_block(block_class: Callable[..., nn.Module], strict: bool = Fals
                             "those that change the shape included.")
 
         torch.manual_seed(1)
-        for in_channels, out_channels, stride in cases:
-            block = block_class(in_channels, out_channels, stride)
-            got, want = _outputs_with_reference(block, in_channels, out_channels, stride)
+        packages_placement = True
+        for case in _BLOCK_CASES:
+            in_channels, out_channels, stride = case
+            got, want, input_first = _outputs_with_reference(block_class(*case), *case)
+            packages_placement &= input_first
             if torch.allclose(got, want, atol=1e-5):
                 continue
             if (got < 0).any():
                 raise _Fail("the output has negative values: apply the ReLU after the addition, "
                             "out = relu(bn2(conv2(...)) + shortcut(x)), not to the branch before it.")
-            if stride != 1:  # the same branch was right with stride 1
+            if case in _SHORTCUT_TASKS:  # the first case, the same branch with an identity shortcut, was right
                 raise _Fail(f"your {in_channels} -> {out_channels}, stride {stride} block computes something other "
-                            "than the reference although your stride-1 block is right: check the shortcut. Option A "
-                            "keeps every second pixel, x[:, :, ::2, ::2], and appends the new channels as zeros after "
-                            "the input's; option B is a 1x1 convolution with stride 2 followed by BatchNorm.")
+                            "than the reference although your 16 -> 16, stride 1 block is right: check the shortcut. "
+                            f"Here {_SHORTCUT_TASKS[case]}.")
             raise _Fail("same layers, different result. The block should compute relu(bn2(conv2(relu(bn1(conv1(x)))))"
                         " + shortcut(x)): one ReLU inside the branch, one after the addition, none before it.")
-        kind = "B (projection)" if any(_is_1x1(m) for m in cases[(16, 32, 2)][0].modules()) else "A (zero-padding)"
-        return f"shapes, parameters, stride, shortcut, BatchNorm and ReLU placement all correct (shortcut {kind})."
+        projection = any(_is_1x1(m) for m in built[(16, 32, 2)][0].modules())
+        kind = "B (projection)" if projection else "A (zero-padding)"
+        placement = "" if packages_placement else (
+            " Your shortcut places the input's channels differently from the package's, which keeps them first and "
+            "appends the zeros: a convention, any placement gives the same networks with their channels in another "
+            "order.")
+        return (f"shapes, parameters, stride, shortcut, BatchNorm and ReLU placement all correct (shortcut {kind})."
+                f"{placement}")
 
     return _run_check("check_basic_block", check, strict)
 
@@ -323,8 +474,9 @@ def _count(module: nn.Module) -> int:
 def check_cifar_param_count(param_count: Callable[[int], int], strict: bool = False) -> bool:
     """Check ``param_count(n)``: parameters of the CIFAR ResNet with ``n`` blocks per stage (depth 6n+2, shortcut A).
 
-    Compared with ``resnet_lab.models.cifar_resnet(6n + 2)`` for several ``n``; typical omissions (BatchNorm,
-    the classifier's bias, the stem, the first block of a stage changing the width) get their own hint.
+    Compared with ``resnet_lab.models.cifar_resnet(6n + 2)`` for several ``n``; any integer type is accepted (NumPy's
+    too). Typical mistakes (BatchNorm left out or its running statistics counted, the classifier's bias, the stem or
+    its BatchNorm, the first block of a stage changing the width) get their own hint.
     """
     from .models import cifar_resnet
 
@@ -332,29 +484,36 @@ def check_cifar_param_count(param_count: Callable[[int], int], strict: bool = Fa
         for n in (1, 2, 3, 9, 18):
             model = cifar_resnet(6 * n + 2)
             want = _count(model)
-            got = param_count(n)
-            if isinstance(got, bool) or not isinstance(got, int):
-                raise _Fail(f"return an int (a count of parameters); got {type(got).__name__}")
+            got = _as_int(param_count(n))
             if got == want:
                 continue
-            batchnorm = sum(_count(m) for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+            norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+            batchnorm = sum(_count(m) for m in norms)
             missing = want - got
             if missing == batchnorm:
                 raise _Fail(f"n={n}: {got:,} is short by exactly the BatchNorm parameters ({batchnorm:,}): every "
                             "BatchNorm2d(C) has a scale and a shift per channel, 2C parameters.")
+            if missing in (-batchnorm, -batchnorm - len(norms)):  # with or without num_batches_tracked
+                raise _Fail(f"n={n}: {got:,} is {-missing:,} too many, the size of the BatchNorms' running "
+                            "statistics. A BatchNorm's running mean and variance are buffers, not parameters: "
+                            "averages of the data, updated by the forward pass, not by the optimizer. A "
+                            "BatchNorm2d(C) has 2C parameters, its scale and shift.")
             if missing == 10:
                 raise _Fail(f"n={n}: {got:,} is short by 10 — the classifier's bias (Linear(64, 10) has 64*10 + 10).")
             if missing == 650:
                 raise _Fail(f"n={n}: {got:,} is short by 650 — the classifier Linear(64, 10).")
-            if missing in (432, 464):
-                raise _Fail(f"n={n}: {got:,} is short by {missing} — the stem: a 3x3 conv from 3 to 16 channels "
-                            "(432 weights) and its BatchNorm (32).")
+            stem = {32: "the stem's BatchNorm: BatchNorm2d(16) has 32 parameters",
+                    432: "the stem's 3x3 conv from 3 to 16 channels: 9 * 3 * 16 = 432 weights",
+                    464: "the stem: a 3x3 conv from 3 to 16 channels (432 weights) and its BatchNorm (32)"}
+            if missing in stem:
+                raise _Fail(f"n={n}: {got:,} is short by {missing} — {stem[missing]}.")
             if missing == -(9 * 16 * 32 + 9 * 32 * 64):  # stage widths used for the first convs' inputs too
                 raise _Fail(f"n={n}: {got:,} vs {want:,}: the first block of stages 2 and 3 maps the *previous* width "
                             "to the new one (16 -> 32, 32 -> 64) in its first conv; the others keep the width.")
-            raise _Fail(f"n={n} (depth {6 * n + 2}): you count {got:,}, the network has {want:,} "
-                        f"(difference {missing:+,}). Count 3x3 conv weights (9 * C_in * C_out, no bias), 2C per "
-                        "BatchNorm, the stem and the classifier; shortcut A adds none.")
+            off = f"{missing:,} short" if missing > 0 else f"{-missing:,} too many"
+            raise _Fail(f"n={n} (depth {6 * n + 2}): you count {got:,}, the network has {want:,}: you are {off}. "
+                        "Count 3x3 conv weights (9 * C_in * C_out, no bias), 2C per BatchNorm, the stem and the "
+                        "classifier; shortcut A adds none.")
         return "your formula matches the networks for n = 1, 2, 3, 9, 18 (ResNet-8 to ResNet-110)."
 
     return _run_check("check_cifar_param_count", check, strict)

@@ -3,6 +3,7 @@
 The loop is flat, in labelled phases (forward/backward, step, log, check). Per-step loss and accuracy stay on the
 device; the host reads them only every few steps (every step on a CPU), which is when a NaN/inf loss is caught.
 Under DDP every sum is reduced across ranks, so each rank sees the same metrics and stops at the same step.
+The sums are float64, except on Apple's MPS, which has no float64 (float32 there: exact enough for a mean loss).
 """
 
 from __future__ import annotations
@@ -30,6 +31,15 @@ class Evaluation(NamedTuple):
     confusion: torch.Tensor  # (classes, classes) int64 counts, rows = true class, columns = prediction
 
 
+# Device types without float64 tensors: Apple's MPS refuses them (pytorch/pytorch#122602, a known limitation).
+_NO_FLOAT64 = ("mps",)
+
+
+def _sum_dtype(device: torch.device) -> torch.dtype:
+    """The dtype of the loss sums on ``device``: float64, or float32 where the device has no float64."""
+    return torch.float32 if device.type in _NO_FLOAT64 else torch.float64
+
+
 def world() -> tuple[int, int]:
     """``(rank, world_size)`` of the running process group, ``(0, 1)`` without one."""
     if dist.is_available() and dist.is_initialized():
@@ -48,7 +58,7 @@ def evaluate(model: nn.Module, loader: TensorLoader, *, num_classes: int = 10,
     was_training = model.training
     model.eval()
     device = loader.device
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    loss_sum = torch.zeros((), dtype=_sum_dtype(device), device=device)
     confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
     for images, labels in loader:
         with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
@@ -72,7 +82,8 @@ def train_epoch(model: nn.Module, loader: TensorLoader, optimizer, scheduler, sc
     model.train()
     device, steps, world = loader.device, len(loader), loader.world_size
     factor = scheduler.lr_lambdas[0]
-    losses = torch.zeros(steps, dtype=torch.float64, device=device)  # per step: summed plain cross-entropy
+    sum_dtype = _sum_dtype(device)
+    losses = torch.zeros(steps, dtype=sum_dtype, device=device)  # per step: summed plain cross-entropy
     correct = torch.zeros(steps, dtype=torch.int64, device=device)
     sizes = torch.zeros(steps, dtype=torch.int64, device=device)
     sync_every = 1 if device.type == "cpu" else 20  # reading a GPU value waits for the GPU: only now and then
@@ -115,7 +126,7 @@ def train_epoch(model: nn.Module, loader: TensorLoader, optimizer, scheduler, sc
         done = step + 1
         bar.set_postfix(loss=f"{float(losses[:step + 1].sum()) / seen:.3f}",
                         acc=f"{int(correct[:step + 1].sum()) / seen:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.3g}")
-    totals = torch.stack([losses.sum(), correct.sum().double(), sizes.sum().double()])
+    totals = torch.stack([losses.sum(), correct.sum().to(sum_dtype), sizes.sum().to(sum_dtype)])
     if world > 1:
         dist.all_reduce(totals)
     return {"loss_sum": float(totals[0]), "correct": int(totals[1]), "images": int(totals[2])}

@@ -151,6 +151,9 @@ def fit(
     name = model_name or type(model).__name__.lower()
     config = _resolve(recipe, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, nesterov=nesterov,
                       weight_decay=weight_decay, label_smoothing=label_smoothing)
+    for key in ("epochs", "batch_size"):
+        if config[key] < 1:
+            raise ValueError(f"{key} must be at least 1; got {config[key]}")
     if config["batch_size"] % world:
         raise ValueError(f"batch_size {config['batch_size']} must be divisible by the {world} processes; "
                          f"try {config['batch_size'] // world * world or world}")
@@ -224,11 +227,9 @@ def fit(
                 totals = train_epoch(train_model, train_loader, optimizer, scheduler, scaler, config, epoch=epoch,
                                       amp_dtype=amp_dtype, bar=bar)
             except TrainingDiverged as error:
-                kept = (f"the last good checkpoint ({path}, epoch {len(history)}) is kept" if path and history
-                        else "nothing was saved")
-                raise TrainingDiverged(f"training diverged: {error}; {kept}. Try a lower lr (e.g. lr="
-                                       f"{config['lr'] / 10:.3g}), warm-up (warmup=True, or recipe='fast'), and "
-                                       "check the data normalisation (uint8 images, CIFAR mean/std)") from None
+                raise TrainingDiverged(f"training diverged: {error}; "
+                                       f"{_divergence_advice(config, path if history else None, len(history))}"
+                                       ) from None
             train_seconds = time.perf_counter() - start
             if world > 1:
                 average_buffers(net, world)
@@ -262,6 +263,23 @@ def fit(
     return history
 
 
+def _divergence_advice(config: dict, saved: Path | None, epoch: int) -> str:
+    """What to do after a NaN/inf loss: a new run with a lower lr or warm-up (a resumed run keeps the saved ones)."""
+    lower = config["lr"] / 10
+    changes = [f"a lower lr (e.g. lr={lower:.3g}, --lr {lower:.3g})"]
+    if not config["warmup"]:
+        changes.append("the paper's warm-up (warmup=True, --warmup)")
+    if config["recipe"] == "paper":
+        changes.append("the fast recipe's gradual warm-up (recipe='fast')")
+    if saved is None:
+        start = "nothing was saved. Start again"
+    else:  # resume=True refuses changed settings: the same run would diverge again at the same step
+        start = (f"the last good checkpoint ({saved}, epoch {epoch}) is kept, but resuming it repeats its lr and "
+                 "warm-up. Start a new run in another out_dir (--out)")
+    return (f"{start} with {' or '.join(changes)}, and check the data normalisation (uint8 images, CIFAR "
+            "mean/std)")
+
+
 def _summary(record: dict, epochs: int) -> str:
     """One line per epoch: ``epoch 3/30 | train 0.812 / 71.2% | val ... | test ... | 1234 img/s | 40.1 s``."""
     parts = [f"epoch {record['epoch']}/{epochs}"]
@@ -273,34 +291,101 @@ def _summary(record: dict, epochs: int) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- command line
+_DESCRIPTION = """\
+Train a network on CIFAR-10 with the paper's recipe (--recipe paper: 182 epochs, lr 0.1 divided by 10 twice) or
+the fast one-cycle recipe (--recipe fast, the default: 30 epochs). After every epoch OUT/checkpoint.pt and
+OUT/metrics.json are rewritten; --resume continues a stopped run exactly where it stopped."""
+
+_EPILOG = """\
+examples:
+  python -m resnet_lab.train --model resnet20 --data DIR --epochs 30 --recipe fast --out runs/resnet20
+  python -m resnet_lab.train --model resnet20 --data DIR --recipe paper --out runs/paper --resume  # continue a run
+  python -m resnet_lab.train --model plain56 --smoke --out /tmp/smoke                             # no data needed
+  torchrun --standalone --nproc_per_node 4 -m resnet_lab.train --model resnet110 --data DIR --recipe paper \\
+      --out runs/r110                                                           # DDP, one process per GPU
+
+data: DIR (or $RESNET_LAB_DATA) holds the official python version (DIR/cifar-10-batches-py/) or an image folder
+(DIR/train/<class>/*.png, optionally DIR/test/<class>/...); --download fetches the official archive (online only).
+
+exit status: 0 done, 1 the loss diverged (the last good checkpoint is kept), 2 bad arguments or missing data,
+130 interrupted (rerun with --resume)."""
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer of at least ``minimum``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer; got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}; got {value}")
+        return value
+    return parse
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m resnet_lab.train", description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="resnet20", help="e.g. resnet20, resnet110, plain56, preact_resnet20")
-    parser.add_argument("--data", help="CIFAR-10 folder (cifar-10-batches-py or train/<class>/...); "
+    parser = argparse.ArgumentParser(prog="python -m resnet_lab.train", description=_DESCRIPTION, epilog=_EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="resnet20",
+                        help="resnet{6n+2}, plain{6n+2}, preact_resnet{6n+2} (e.g. resnet20, resnet110, plain56) or "
+                             "imagenet_resnet{18,34,50,101,152} (with one output per class of the data); "
+                             "default: resnet20")
+    parser.add_argument("--data", metavar="DIR", help="CIFAR-10 folder (cifar-10-batches-py or train/<class>/...); "
                                        "default $RESNET_LAB_DATA")
     parser.add_argument("--smoke", action="store_true", help="train on a synthetic stand-in (no data needed)")
     parser.add_argument("--download", action="store_true", help="fetch CIFAR-10 with torchvision if missing")
-    parser.add_argument("--out", required=True, help="run folder for checkpoint.pt and metrics.json")
+    parser.add_argument("--out", required=True, metavar="DIR", help="run folder for checkpoint.pt and metrics.json")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
-    parser.add_argument("--recipe", default="fast", choices=sorted(RECIPES))
-    parser.add_argument("--epochs", type=int, help="default: the recipe's (fast 30, paper 182)")
-    parser.add_argument("--batch-size", type=int, help="global batch; default: the recipe's (128 for both)")
+    parser.add_argument("--recipe", default="fast", choices=sorted(RECIPES),
+                        help="fast: one-cycle lr, 30 epochs (default); paper: the paper's step schedule, 182 epochs")
+    parser.add_argument("--epochs", type=_int_at_least(1), metavar="N",
+                        help="default: the recipe's (fast 30, paper 182)")
+    parser.add_argument("--batch-size", type=_int_at_least(1), metavar="N",
+                        help="global batch; default: the recipe's (128 for both)")
     parser.add_argument("--lr", type=float, help="default: the recipe's, scaled linearly with --batch-size")
     parser.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=None,
-                        help="the paper's lr/10 warm-up until training error < 80%% (default: on for ResNet-110)")
-    parser.add_argument("--val-split", type=int, default=0, help="training images held out for validation")
-    parser.add_argument("--subset", type=int, help="train on this many images (stratified)")
+                        help="the paper's lr/10 warm-up until the training error is below 80%% (default: on with "
+                             "--recipe paper for nets of 54+ blocks, i.e. ResNet-110 and deeper; the fast recipe "
+                             "has its own gradual warm-up)")
+    parser.add_argument("--val-split", type=_int_at_least(0), default=0, metavar="N",
+                        help="training images held out for validation")
+    parser.add_argument("--subset", type=_int_at_least(1), metavar="N", help="train on this many images (stratified)")
     parser.add_argument("--seed", type=int, default=0, help="initial weights, batch order and augmentation")
     parser.add_argument("--split-seed", type=int, default=0,
                         help="draws --val-split and --subset (default 0: every --seed holds out the same images)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best available)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (fix it for bit-identical resumes)")
+    parser.add_argument("--threads", type=_int_at_least(1), metavar="N",
+                        help="torch CPU threads (fix it for bit-identical resumes)")
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                         help="mixed precision: bfloat16 autocast, float16 on GPUs before Ampere (default: on for "
                              "CUDA and for CPUs with AMX; --no-amp: float32)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars or per-epoch lines")
     return parser
+
+
+def _device_problem(name: str) -> str | None:
+    """Why ``--device name`` cannot train on this machine, or None if it can."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        return f"--device {name!r} is not a device; use cpu, cuda, cuda:N or mps (or leave --device out)"
+    if device.type not in ("cpu", "cuda", "mps"):
+        return f"--device {name!r}: training runs on cpu, cuda, cuda:N or mps"
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+            return (f"--device {name}: no CUDA GPU is usable here (torch {torch.__version__}, {build}); "
+                    "use --device cpu, or leave --device out to take the best available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            return (f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                    f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    mps = getattr(torch.backends, "mps", None)
+    if device.type == "mps" and not (mps is not None and mps.is_available()):
+        return ("--device mps: Apple's MPS is not available here (it needs an Apple-silicon Mac and a torch build "
+                "with MPS); use --device cpu, or leave --device out to take the best available")
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -311,6 +396,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.device is not None and (problem := _device_problem(args.device)):
+        parser.error(problem)
     if args.threads:
         torch.set_num_threads(args.threads)
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -331,6 +418,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 dist.barrier()
         except (ValueError, FileNotFoundError) as error:
             parser.error(str(error))
+        except OSError as error:  # unreadable data, or the download: no network (URLError) or an unwritable folder
+            if not args.download:
+                parser.error(f"could not read CIFAR-10: {error}")
+            parser.error(f"could not download CIFAR-10 ({error}). Offline? Copy an existing cifar-10-batches-py "
+                         "folder or image folder to DIR and pass --data DIR (or set RESNET_LAB_DATA), or use --smoke "
+                         "for a synthetic stand-in")
+        if model.fc.out_features != len(data.classes):  # the ImageNet nets: a new head, one output per class
+            model.fc = nn.Linear(model.fc.in_features, len(data.classes))
         if rank == 0:
             print(f"{args.model}: {count_parameters(model):,} parameters | {data} | recipe {args.recipe} | "
                   f"{world} process(es)", flush=True)

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from resnet_lab import checks, solutions
+from resnet_lab.blocks import BasicBlock
 
 
 def not_attempted(*args):
@@ -382,3 +383,209 @@ def test_filter_normalize_accepts_float64(capsys):
 def test_filter_normalize_refuses_changing_its_input(wrong, capsys):
     assert checks.check_filter_normalize(wrong) is False
     assert "you changed the direction you were given" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------ second review
+
+
+def init_std_with_pytorch_tanh_gain(fan_in, activation):
+    return nn.init.calculate_gain(activation) / math.sqrt(fan_in)
+
+
+def test_init_std_pytorch_tanh_gain_gets_its_hint(capsys):
+    assert checks.check_init_std(init_std_with_pytorch_tanh_gain) is False
+    out = capsys.readouterr().out
+    assert "calculate_gain('tanh')" in out and "linear near 0" in out
+
+
+def test_init_std_accepts_numpy_floats():
+    import numpy as np
+
+    assert checks.check_init_std(lambda fan_in, activation: np.float32(solutions.init_std(fan_in, activation)),
+                                 strict=True)
+    assert checks.check_init_std(lambda fan_in, activation: np.sqrt((2 if activation == "relu" else 1) / fan_in),
+                                 strict=True)
+
+
+def input_gradient_by_func_vjp(weights, x, grad_output):
+    return torch.func.vjp(lambda x: tanh_network(weights, x), x)[1](grad_output)[0]
+
+
+def input_gradient_by_func_jacrev(weights, x, grad_output):
+    return torch.func.jacrev(lambda x: tanh_network(weights, x))(x).T @ grad_output
+
+
+def input_gradient_by_func_jacfwd(weights, x, grad_output):
+    return torch.func.jacfwd(lambda x: tanh_network(weights, x))(x).T @ grad_output
+
+
+def input_gradient_leaving_inference_mode(weights, x, grad_output):
+    with torch.inference_mode(False):
+        return autograd_backward([w.clone() for w in weights], x.clone(), grad_output.clone())
+
+
+def input_gradient_by_autograd_functional(weights, x, grad_output):
+    return torch.autograd.functional.jacobian(lambda x: tanh_network(weights, x), x).T @ grad_output
+
+
+@pytest.mark.parametrize("wrong", [input_gradient_by_func_vjp, input_gradient_by_func_jacrev,
+                                   input_gradient_by_func_jacfwd, input_gradient_leaving_inference_mode,
+                                   input_gradient_by_autograd_functional])
+def test_input_gradient_refuses_func_transforms_and_leaving_inference_mode(wrong, capsys):
+    assert checks.check_input_gradient(wrong) is False
+    assert "Compute the Jacobian product yourself" in capsys.readouterr().out
+
+
+def test_cifar_param_count_accepts_numpy_integers():
+    import numpy as np
+
+    assert checks.check_cifar_param_count(lambda n: np.int64(solutions.cifar_param_count(n)), strict=True)
+    assert checks.check_cifar_param_count(lambda n: np.sum([solutions.cifar_param_count(n)]), strict=True)
+
+
+def cifar_count_with_running_statistics(n):
+    batchnorm_channels = 16 + 2 * n * (16 + 32 + 64)
+    return solutions.cifar_param_count(n) + 2 * batchnorm_channels  # running mean and variance: 2C more per BN
+
+
+def cifar_count_with_every_buffer(n):
+    return cifar_count_with_running_statistics(n) + 1 + 6 * n  # and each BatchNorm's num_batches_tracked
+
+
+@pytest.mark.parametrize(
+    "wrong, hint",
+    [
+        (lambda n: solutions.cifar_param_count(n) - 32, "the stem's BatchNorm"),
+        (lambda n: solutions.cifar_param_count(n) - 432, "the stem's 3x3 conv"),
+        (cifar_count_with_running_statistics, "running mean and variance are buffers"),
+        (cifar_count_with_every_buffer, "running mean and variance are buffers"),
+        (lambda n: solutions.cifar_param_count(n) - 7, "7 short"),
+        (lambda n: solutions.cifar_param_count(n) + 7, "7 too many"),
+        (lambda n: float(solutions.cifar_param_count(n)), "return an int"),
+        (lambda n: True, "return an int"),
+    ],
+)
+def test_cifar_param_count_more_mistakes_get_their_hint(wrong, hint, capsys):
+    assert checks.check_cifar_param_count(wrong) is False
+    assert hint in capsys.readouterr().out
+
+
+class BlockLayersForward(BlockLayers):
+    """A correct shortcut-A block; subclasses change its shortcut or a BatchNorm."""
+
+    def forward(self, x):
+        return F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))) + self.shortcut(x))
+
+
+class ShortcutOnlyWithStride(BlockLayersForward):
+    """The source article's bug: the shortcut changes the width only together with a stride."""
+
+    def shortcut(self, x):
+        return super().shortcut(x) if self.stride != 1 else x
+
+
+class ShortcutAlwaysHalves(BlockLayersForward):
+    """Hard-codes the stride-2 subsampling whenever the shape changes."""
+
+    def shortcut(self, x):
+        if self.stride == 1 and self.extra == 0:
+            return x
+        return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, 0, self.extra))
+
+
+class ShortcutSubsamplesOnlyWithWidthChange(BlockLayersForward):
+    """A stride-2 block that keeps the width gets the unchanged input as its shortcut."""
+
+    def shortcut(self, x):
+        return super().shortcut(x) if self.extra else x
+
+
+class ProjectionEverywhere(BlockLayersForward):
+    """A correct option-C block: a 1x1 projection + BatchNorm in every block."""
+
+    def __init__(self, in_channels, out_channels, stride=1):
+        super().__init__(in_channels, out_channels, stride)
+        self.projection = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
+                                        nn.BatchNorm2d(out_channels))
+
+    def shortcut(self, x):
+        return self.projection(x)
+
+
+class KerasBatchNormEps(BlockLayersForward):
+    def __init__(self, in_channels, out_channels, stride=1):
+        super().__init__(in_channels, out_channels, stride)
+        self.bn1 = nn.BatchNorm2d(out_channels, eps=1e-3)
+
+
+class KerasBatchNormMomentum(BlockLayersForward):
+    def __init__(self, in_channels, out_channels, stride=1):
+        super().__init__(in_channels, out_channels, stride)
+        self.bn2 = nn.BatchNorm2d(out_channels, momentum=0.99)
+
+
+class ShortcutDuplicatesChannels(BlockLayersForward):
+    """Fills the new channels with a copy of the input instead of zeros."""
+
+    def shortcut(self, x):
+        x = x[:, :, :: self.stride, :: self.stride]
+        return torch.cat([x, x[:, : self.extra]], 1)
+
+
+@pytest.mark.parametrize(
+    "wrong, hint",
+    [
+        (ShortcutOnlyWithStride, "16 -> 32 channels and stride 1"),
+        (ShortcutOnlyWithStride, "the article's 64 -> 128 case"),
+        (ShortcutAlwaysHalves, "the width changes without a stride"),
+        (ShortcutSubsamplesOnlyWithWidthChange, "the map halves while the width stays"),
+        (ProjectionEverywhere, "option C"),
+        (KerasBatchNormEps, "eps=0.001"),
+        (KerasBatchNormEps, "Keras"),
+        (KerasBatchNormMomentum, "1 minus Keras'"),
+        (ShortcutDuplicatesChannels, "check the shortcut"),
+    ],
+)
+def test_basic_block_shape_change_cases_and_conventions(wrong, hint, capsys):
+    assert checks.check_basic_block(wrong) is False
+    assert hint in capsys.readouterr().out
+
+
+class ZeroChannelsFirst(BlockLayersForward):
+    def shortcut(self, x):
+        return F.pad(x[:, :, :: self.stride, :: self.stride], (0, 0, 0, 0, self.extra, 0))
+
+
+class ZeroChannelsOnBothSides(BlockLayersForward):
+    """Like akamaster/pytorch_resnet_cifar10's option A, but with the block's own stride and width change."""
+
+    def shortcut(self, x):
+        front = self.extra // 2
+        return F.pad(x[:, :, :: self.stride, :: self.stride], (0, 0, 0, 0, front, self.extra - front))
+
+
+class ProjectionThenSubsample(BlockLayersForward):
+    """Option B as bn(conv1x1(x)[:, :, ::2, ::2]): the same as a stride-2 1x1 convolution."""
+
+    def __init__(self, in_channels, out_channels, stride=1):
+        super().__init__(in_channels, out_channels, stride)
+        self.projection = None
+        if stride != 1 or in_channels != out_channels:
+            self.projection = nn.Conv2d(in_channels, out_channels, 1, bias=False)
+            self.projection_bn = nn.BatchNorm2d(out_channels)
+
+    def shortcut(self, x):
+        if self.projection is None:
+            return x
+        return self.projection_bn(self.projection(x)[:, :, :: self.stride, :: self.stride])
+
+
+@pytest.mark.parametrize("candidate", [ZeroChannelsFirst, ZeroChannelsOnBothSides, ProjectionThenSubsample,
+                                       lambda i, o, s=1: BasicBlock(i, o, s, "A"), solutions.BasicBlockA])
+def test_basic_block_accepts_equivalent_shortcuts(candidate, capsys):
+    assert checks.check_basic_block(candidate, strict=True) is True
+
+
+def test_basic_block_pass_message_calls_the_zero_channel_placement_a_convention(capsys):
+    assert checks.check_basic_block(ZeroChannelsOnBothSides, strict=True)
+    assert "convention" in capsys.readouterr().out

@@ -15,7 +15,9 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from torch.overrides import TorchFunctionMode
 
+from resnet_lab import engine
 from resnet_lab.checkpoint import METRICS_FIELDS, find_trained
 from resnet_lab.data import make_smoke_cifar
 from resnet_lab.loader import TensorLoader
@@ -163,15 +165,60 @@ def test_nan_loss_stops_with_advice_and_keeps_the_last_good_checkpoint(smoke, tm
     model.fc.register_forward_hook(FailAt(step=6))  # 4 steps per epoch: epoch 2, step 2
     with pytest.raises(TrainingDiverged, match=r"epoch 2, step 2 of 4") as error:
         fit(model, smoke, **TINY, out_dir=tmp_path)
-    for advice in ("lower lr", "warm-up", "normalisation", "epoch 1) is kept"):
-        assert advice in str(error.value)
+    message = str(error.value)
+    for advice in ("lower lr (e.g. lr=0.00781, --lr 0.00781)", "warm-up (warmup=True, --warmup)", "normalisation",
+                   "epoch 1) is kept", "another out_dir (--out)"):
+        assert advice in message
+    assert "recipe='fast'" not in message  # the run is already the fast recipe
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert state["epoch"] == 1
     assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
     assert len(json.loads((tmp_path / "metrics.json").read_text())["epochs"]) == 1
     assert not list(tmp_path.glob(".*.tmp"))
-    with pytest.raises(TrainingDiverged, match="nothing was saved"):  # same without out_dir
+    with pytest.raises(TrainingDiverged, match="nothing was saved") as error:  # same without out_dir
         fit(tiny_model(), smoke, **TINY, lr=1e30)
+    assert "out_dir" not in str(error.value)
+
+
+def test_the_advice_after_a_divergence_can_be_followed(smoke, tmp_path):
+    model = tiny_model()
+    model.fc.register_forward_hook(FailAt(step=6))  # diverges in epoch 2, after a checkpoint
+    settings = dict(TINY, recipe="paper", out_dir=tmp_path / "diverged", model_name="resnet8")
+    with pytest.raises(TrainingDiverged) as error:
+        fit(model, smoke, **settings)
+    message = str(error.value)
+    assert "the fast recipe's gradual warm-up (recipe='fast')" in message and "warmup=True" in message
+    # the advised route: the kept checkpoint cannot resume with another lr, a new run in another out_dir can
+    lower = float(message.split("lr=")[1].split(",")[0])
+    with pytest.raises(ValueError, match="settings differ.*'lr'"):
+        fit(tiny_model(), smoke, **dict(settings, lr=lower), resume=True)
+    assert len(fit(tiny_model(), smoke, **dict(settings, lr=lower, out_dir=tmp_path / "new"))) == 3
+    model = tiny_model()  # with the warm-up already on, the advice no longer offers it
+    model.fc.register_forward_hook(FailAt(step=2))
+    with pytest.raises(TrainingDiverged) as error:
+        fit(model, smoke, **dict(TINY, warmup=True))
+    assert "warmup=True" not in str(error.value) and "lower lr" in str(error.value)
+
+
+class RefuseFloat64(TorchFunctionMode):
+    """Every float64 tensor is an error, as on Apple's MPS (\"Cannot convert a MPS Tensor to float64 dtype\")."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        if isinstance(result, torch.Tensor) and result.dtype == torch.float64:
+            raise TypeError(f"{getattr(func, '__name__', func)} made a float64 tensor on a device without float64")
+        return result
+
+
+def test_training_and_evaluation_make_no_float64_tensor_on_a_device_without_float64(smoke, monkeypatch):
+    assert engine._sum_dtype(torch.device("mps")) == torch.float32  # Apple's GPUs have no float64
+    assert engine._sum_dtype(torch.device("cpu")) == torch.float64  # elsewhere the sums keep float64
+    monkeypatch.setattr(engine, "_NO_FLOAT64", ("cpu",))  # the CPU stands in for MPS
+    with RefuseFloat64():
+        history = fit(tiny_model(), smoke, **dict(TINY, epochs=1), amp=False, recipe="paper", warmup=True)
+    reference = fit(tiny_model(), smoke, **dict(TINY, epochs=1), amp=False, recipe="paper", warmup=True)
+    for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
+        assert history[0][key] == pytest.approx(reference[0][key], rel=1e-5)
 
 
 @pytest.mark.parametrize("amp", [False, True], ids=["float32", "bfloat16"])
@@ -253,6 +300,10 @@ def test_recipes_schedules_and_warmup(smoke, tmp_path):
     assert state["config"]["lr"] == pytest.approx(0.2 * 50 / 128) and not state["config"]["warmup"]  # linear scaling
     with pytest.raises(ValueError, match="recipe must be one of 'paper', 'fast'"):
         fit(tiny_model(), smoke, recipe="slow", **TINY)
+    for setting in ("epochs", "batch_size"):  # nothing to train: an error, not an empty history and no files
+        with pytest.raises(ValueError, match=f"{setting} must be at least 1; got 0"):
+            fit(tiny_model(), smoke, **dict(TINY, **{setting: 0}), out_dir=tmp_path / "empty")
+    assert not (tmp_path / "empty").exists()
 
 
 # ---------------------------------------------------------------------------------------------- DDP
