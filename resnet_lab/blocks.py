@@ -1,7 +1,8 @@
 """Residual blocks (He et al. 2016, "Deep Residual Learning"; "Identity Mappings in Deep Residual Networks").
 
-Every block takes ``(in_channels, out_channels, stride=1, shortcut="A", zero_init_residual=False)``, where
-``out_channels`` is always the block's output width. Attribute names follow torchvision's ``models/resnet.py``
+Every block takes ``(in_channels, out_channels, stride=1, shortcut, zero_init_residual=False)``, where
+``out_channels`` is always the block's output width; ``shortcut`` defaults to ``"A"``, except for ``Bottleneck``
+(``"B"``, as the ImageNet nets it is built for). Attribute names follow torchvision's ``models/resnet.py``
 (``conv1``, ``bn1``, ``conv2``, ``bn2``, ``conv3``, ``bn3``, ``downsample``), so its weights load into ours.
 
 Shortcuts, where the block's output shape differs from its input's or everywhere:
@@ -98,7 +99,24 @@ def _make_shortcut(in_channels: int, out_channels: int, stride: int, shortcut: s
     return None
 
 
-class BasicBlock(nn.Module):
+class _TwoConvBlock(nn.Module):
+    """The layers a basic block and its plain twin share: two 3x3 convolutions with BatchNorm, and a ReLU.
+
+    Not a block by itself (no ``forward``): :class:`BasicBlock` adds the skip, :class:`PlainBlock` does not. Being
+    siblings, not parent and child, ``isinstance(m, BasicBlock)`` (torchvision's zero-init loop) skips plain blocks.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, shortcut: str) -> None:
+        super().__init__()
+        _check_block_args(in_channels, out_channels, stride, shortcut)
+        self.conv1 = conv3x3(in_channels, out_channels, stride)  # the stride sits on the first 3x3
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = conv3x3(out_channels, out_channels)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU()
+
+
+class BasicBlock(_TwoConvBlock):
     """Two 3x3 convolutions with BatchNorm; ``relu(F(x) + shortcut(x))`` (He et al. 2016, Fig. 2)."""
 
     has_skip = True
@@ -107,14 +125,8 @@ class BasicBlock(nn.Module):
         self, in_channels: int, out_channels: int, stride: int = 1, shortcut: str = "A",
         zero_init_residual: bool = False,
     ) -> None:
-        super().__init__()
-        _check_block_args(in_channels, out_channels, stride, shortcut)
-        self.conv1 = conv3x3(in_channels, out_channels, stride)  # the stride sits on the first 3x3
-        self.bn1 = nn.BatchNorm2d(out_channels)
-        self.conv2 = conv3x3(out_channels, out_channels)
-        self.bn2 = nn.BatchNorm2d(out_channels)
-        self.relu = nn.ReLU()
-        self.downsample = _make_shortcut(in_channels, out_channels, stride, shortcut) if self.has_skip else None
+        super().__init__(in_channels, out_channels, stride, shortcut)
+        self.downsample = _make_shortcut(in_channels, out_channels, stride, shortcut)
         if zero_init_residual:  # the branch starts at 0, so the block starts as (ReLU of) its shortcut
             nn.init.zeros_(self.bn2.weight)
 
@@ -126,11 +138,11 @@ class BasicBlock(nn.Module):
         return self.relu(out)  # ReLU after the addition
 
 
-class PlainBlock(BasicBlock):
-    """A :class:`BasicBlock` without the skip: the same layers and parameters, ``relu(F(x))``.
+class PlainBlock(_TwoConvBlock):
+    """:class:`BasicBlock`'s layers and parameters without the skip: ``relu(F(x))``.
 
-    ``shortcut`` is accepted for a uniform signature and ignored; a plain block has no residual branch
-    to zero, so ``zero_init_residual=True`` is refused.
+    ``shortcut`` is accepted for a uniform signature and ignored (``downsample`` is always None); a plain block has
+    no residual branch to zero, so ``zero_init_residual=True`` is refused.
     """
 
     has_skip = False
@@ -142,6 +154,7 @@ class PlainBlock(BasicBlock):
         if zero_init_residual:
             raise ValueError("zero_init_residual would zero a plain block's output; it only makes sense with a skip")
         super().__init__(in_channels, out_channels, stride, shortcut)
+        self.downsample = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))

@@ -37,7 +37,7 @@ def skip_path(block: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
       pre-activated input, as in the block's forward).
     * ``PlainBlock``: the identity, or option A's subsample-and-zero-pad where the block changes the shape.
     """
-    if isinstance(block, PlainBlock):  # before BasicBlock: PlainBlock subclasses it
+    if isinstance(block, PlainBlock):
         conv = block.conv1
         if conv.stride == (1, 1) and conv.in_channels == conv.out_channels:
             return lambda x: x

@@ -22,9 +22,11 @@ def multiply_adds(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     """Multiply-adds of one forward pass on an input of ``input_shape`` (e.g. ``(1, 3, 224, 224)``).
 
     Counts convolutions and matrix products (what the papers count); element-wise ops such as the skip's
-    addition, BatchNorm and ReLU are not included. The model is copied to the meta device; it is not modified.
+    addition, BatchNorm and ReLU are not included. The model is copied to the meta device in eval mode (in training
+    mode BatchNorm refuses a single value per channel, as an ImageNet ResNet's last 1x1 maps give at batch 1 on a
+    32x32 image); ``model`` itself is not modified.
     """
-    meta_model = copy.deepcopy(model).to("meta")
+    meta_model = copy.deepcopy(model).to("meta").eval()
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         meta_model(torch.empty(input_shape, device="meta"))
     return counter.get_total_flops() // 2

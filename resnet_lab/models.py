@@ -4,7 +4,8 @@
 (``residual=False`` gives their plain twins, ``preact=True`` the pre-activation nets of "Identity Mappings in
 Deep Residual Networks"); ``imagenet_resnet(depth)`` builds ResNet-18/34/50/101/152 of Sec. 3.4 and Table 1,
 with torchvision's state_dict, so ``torchvision.models.resnet50`` weights load unchanged. ``build_model(name)``
-takes a string such as ``"resnet56"``; ``resnet20()`` ... ``plain110()`` name the paper's CIFAR models.
+takes a string such as ``"resnet56"`` (not ``"resnet50"``: torchvision's name for ImageNet's ResNet-50);
+``resnet20()`` ... ``plain110()`` name the paper's CIFAR models.
 The blocks themselves live in :mod:`resnet_lab.blocks`.
 """
 
@@ -68,7 +69,8 @@ def _make_stage(
 class ResNet(nn.Module):
     """Stem, stages ``layer1``, ``layer2``, ... of blocks, global average pool, linear classifier ``fc``.
 
-    ``stem="cifar"``: one 3x3 conv with 16 filters (Sec. 4.2). ``stem="imagenet"``: 7x7 conv with stride 2 and a
+    ``stem="cifar"``: one 3x3 conv with as many filters as the first stage (16 in Sec. 4.2; 64 in the common "ResNet-18
+    for CIFAR" of ``(64, 128, 256, 512)`` widths). ``stem="imagenet"``: 7x7 conv with 64 filters and stride 2, then a
     3x3 max pool with stride 2 (Table 1). The first block of every stage after the first has stride 2.
     With ``PlainBlock`` it is the plain network; with ``PreActBlock`` the stem is the conv alone and a final
     BN-ReLU precedes the pooling ("Identity Mappings", Fig. 1b). Modules are registered in forward order.
@@ -81,12 +83,12 @@ class ResNet(nn.Module):
     ) -> None:
         super().__init__()
         if stem not in ("cifar", "imagenet"):
-            raise ValueError(f"stem must be 'cifar' (3x3 conv, 16 filters) or 'imagenet' (7x7/2 conv + max pool); "
+            raise ValueError(f"stem must be 'cifar' (3x3 conv) or 'imagenet' (7x7/2 conv + max pool); "
                              f"got {stem!r}")
         if len(stage_depths) != len(stage_widths) or not stage_depths:
             raise ValueError(f"need one width per stage; got depths {list(stage_depths)}, widths {list(stage_widths)}")
         self.preact = block is PreActBlock
-        stem_width = 16 if stem == "cifar" else 64
+        stem_width = stage_widths[0] if stem == "cifar" else 64
         if stem == "cifar":
             self.conv1 = conv3x3(3, stem_width)
         else:
@@ -129,7 +131,7 @@ class ResNet(nn.Module):
         return [block for stage in self.stages for block in stage]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv1(x)  # CIFAR: (N, 16, 32, 32); ImageNet: (N, 64, H/2, W/2)
+        x = self.conv1(x)  # CIFAR: (N, stage_widths[0], H, W), e.g. (N, 16, 32, 32); ImageNet: (N, 64, H/2, W/2)
         if self.bn1 is not None:
             x = self.relu(self.bn1(x))
         if self.maxpool is not None:
@@ -185,8 +187,12 @@ _CIFAR_NAMES = {"resnet": {}, "plain": {"residual": False}, "preact_resnet": {"p
 
 
 def build_model(name: str) -> ResNet:
-    """A network from its name: ``resnet{d}``, ``plain{d}``, ``preact_resnet{d}`` (CIFAR-10, any d = 6n+2,
-    so ``resnet50`` is the 50-layer CIFAR net) or ``imagenet_resnet{18,34,50,101,152}``."""
+    """A network from its name: ``resnet{d}``, ``plain{d}``, ``preact_resnet{d}`` (CIFAR-10, d = 6n+2) or
+    ``imagenet_resnet{18,34,50,101,152}``.
+
+    ``resnet{18,34,50,101,152}`` are refused: torchvision gives these names to the ImageNet nets, and 50 and 152 are
+    also 6n+2, so the name alone cannot say which network is meant. ``cifar_resnet(50)`` builds the CIFAR one.
+    """
     forms = ("resnet{6n+2}, plain{6n+2}, preact_resnet{6n+2} (CIFAR-10, e.g. 'resnet56') or "
              f"imagenet_resnet{{{','.join(map(str, IMAGENET_DEPTHS))}}}")
     match = re.fullmatch(r"(imagenet_resnet|preact_resnet|resnet|plain)(\d+)", str(name))
@@ -197,8 +203,17 @@ def build_model(name: str) -> ResNet:
         if depth not in IMAGENET_DEPTHS:
             raise ValueError(f"unknown model {name!r}: ImageNet depths are {', '.join(map(str, IMAGENET_DEPTHS))}")
         return imagenet_resnet(depth)
-    if depth < 8 or (depth - 2) % 6:
-        nearest = ", ".join(f"{family}{d}" for d in _nearest_cifar_depths(depth))
+    is_cifar_depth = depth >= 8 and (depth - 2) % 6 == 0
+    # suggest no name that is refused below
+    nearest = ", ".join(f"{family}{d}" for d in _nearest_cifar_depths(depth)
+                        if not (family == "resnet" and d in IMAGENET_DEPTHS))
+    if family == "resnet" and depth in IMAGENET_DEPTHS:
+        cifar = (f"for the {depth}-layer CIFAR-10 net (6n+2, n = {(depth - 2) // 6}) call "
+                 f"resnet_lab.models.cifar_resnet({depth})" if is_cifar_depth
+                 else f"CIFAR-10 depths are 6n+2, nearest: {nearest}")
+        raise ValueError(f"{name!r} is torchvision's name for the ImageNet ResNet-{depth}: build that one as "
+                         f"'imagenet_resnet{depth}'; {cifar}")
+    if not is_cifar_depth:
         raise ValueError(f"unknown model {name!r}: CIFAR depth must be 6n+2; nearest valid: {nearest}")
     return cifar_resnet(depth, **_CIFAR_NAMES[family])
 

@@ -42,7 +42,7 @@ def path_length_counts(n_blocks: int) -> torch.Tensor:
 
 def _branch_layers(block: nn.Module) -> tuple[nn.Module, nn.Module]:
     """The first and the last layer of ``block``'s residual branch."""
-    if isinstance(block, PlainBlock):  # before BasicBlock: PlainBlock subclasses it
+    if isinstance(block, PlainBlock):
         raise ValueError("a plain network has no skips, so every path goes through every block and there is only "
                          "one path length; use a residual net (e.g. build_model('resnet20'))")
     if isinstance(block, BasicBlock):

@@ -151,11 +151,13 @@ def draw_network(model: nn.Module, ax: Axes | None = None, title: str | None = N
 
 def plot_history(histories: dict[str, list[dict]], *, metric: str = "error", axes: Sequence[Axes] | None = None,
                  colors: dict[str, str] | None = None, styles: dict[str, str] | None = None) -> list[Axes]:
-    """Training curves from :func:`resnet_lab.train.fit` histories, one line style per split.
+    """Training curves from :func:`resnet_lab.train.fit` histories: one colour and line style per run.
 
     ``metric="error"`` plots error in % (log axis: errors span decades late in training) for the training,
     validation and test splits that were measured; ``metric="loss"`` plots cross-entropy. Left: training split;
-    right: held-out splits. ``colors``/``styles`` map run names to colours/line styles.
+    right: held-out splits, where a run's test line has its validation line's colour and style but is lighter and
+    marked with crosses (the line style is the run's, so the test split needs another mark). ``colors``/``styles``
+    map run names to colours/line styles.
     """
     if axes is None:
         _, axes = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained", sharey=True)
@@ -163,14 +165,18 @@ def plot_history(histories: dict[str, list[dict]], *, metric: str = "error", axe
         color = (colors or {}).get(name, f"C{index}")
         style = (styles or {}).get(name, "-")
         epochs = [record["epoch"] for record in history]
+        few = len(epochs) < 30  # a dot per epoch; longer runs only mark their test line, about 12 times
         for ax, splits in zip(axes, (("train",), ("val", "test"))):
             for split in splits:
                 values = [record.get(f"{split}_{'acc' if metric == 'error' else 'loss'}") for record in history]
                 if any(v is None for v in values) or not values:
                     continue
                 values = [100 * (1 - v) for v in values] if metric == "error" else values
-                ax.plot(epochs, values, style, color=color, label=f"{name} ({split})",
-                        alpha=1.0 if split != "test" else 0.6, marker="." if len(epochs) < 30 else None)
+                if split == "test":
+                    marks = {"alpha": 0.6, "marker": "x", "markevery": 1 if few else len(epochs) // 12}
+                else:
+                    marks = {"marker": "." if few else None}
+                ax.plot(epochs, values, style, color=color, label=f"{name} ({split})", **marks)
     ylabel = "error (%)" if metric == "error" else "cross-entropy"
     for ax, title in zip(axes, ("training", "held-out")):
         ax.set_yscale("log")

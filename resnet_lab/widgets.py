@@ -147,6 +147,11 @@ def _panel(
     return widgets.VBox([widgets.HBox([controls[name] for name in row]) for row in rows] + [output, timing])
 
 
+def _branch(block: torch.nn.Module) -> torch.nn.ModuleList:
+    """``block``'s layers without its shortcut module: the residual branch (all of a plain block)."""
+    return torch.nn.ModuleList(layer for name, layer in block.named_children() if name != "downsample")
+
+
 def draw_block_gradients(
     block: str = "basic",
     shortcut: str = "A",
@@ -160,9 +165,11 @@ def draw_block_gradients(
 ) -> dict[str, object]:
     """Per-block gradient norms of a ``BlockStack`` of ``block``s, beside the plain stack of the same depth.
 
-    The text panel gives the shapes and parameter count of one downsampling block (16 -> 32 channels,
-    stride 2) of that type and shortcut, and the parameter count of the stack (where shortcut C's projections in
-    every block show). Returns ``norms`` (this block), ``plain_norms`` and ``parameters`` (of the downsampling block).
+    A block's norm is that of its branch's weights: shortcut C's 1x1 projections are left out, so the curves of
+    A, B and C measure the same layers, and a zero-initialised basic block shows no gradient with C either. The
+    text panel gives the shapes and parameter count of one downsampling block (16 -> 32 channels, stride 2) of that
+    type and shortcut, and the parameter count of the stack (where shortcut C's projections in every block show).
+    Returns ``norms`` (this block), ``plain_norms`` and ``parameters`` (of the downsampling block).
     """
     if block not in BLOCKS:
         raise ValueError(f"block must be one of {', '.join(map(repr, BLOCKS))}; got {block!r}")
@@ -174,7 +181,7 @@ def draw_block_gradients(
     for name in dict.fromkeys(["plain", block]):
         torch.manual_seed(seed)
         net = BlockStack(name, n_blocks, width, shortcut, zero_init_residual=zero_init and name != "plain")
-        norms[name] = grad_norms(net, x, y)
+        norms[name] = grad_norms(net, x, y, layers=[_branch(b) for b in net.hidden])
     stack_parameters = sum(p.numel() for p in net.parameters())  # the last stack built: the block's
     down = BLOCKS[block](width, 2 * width, 2, shortcut, zero_init and block != "plain")
     down_in = torch.zeros(1, down.conv1.in_channels, 32, 32)
@@ -183,13 +190,20 @@ def draw_block_gradients(
     fig.clear()
     ax_text, ax = fig.subplots(1, 2, width_ratios=[1, 2.2])
     ax_text.axis("off")
+    if block == "plain":  # no skip, so the shortcut and zero-init controls do not apply
+        header = "PlainBlock (no skip, no shortcut)" + (", zero-init n/a" if zero_init else "")
+        shortcut_lines = []
+    else:
+        header = f"{type(down).__name__}, shortcut {shortcut}" + (", zero-init" if zero_init else "")
+        shortcut_parameters = sum(p.numel() for p in (down.downsample or torch.nn.Identity()).parameters())
+        shortcut_lines = [f"  shortcut parameters {shortcut_parameters:,}"]
     ax_text.text(0, 1, "\n".join([
-        f"{type(down).__name__}, shortcut {shortcut}" + (", zero-init" if zero_init and block != "plain" else ""),
+        header,
         "downsampling instance (stride 2):",
         f"  in  {tuple(down_in.shape)}",
         f"  out {tuple(down(down_in).shape)}",
         f"  parameters {parameters:,}",
-        f"  shortcut parameters {sum(p.numel() for p in (down.downsample or torch.nn.Identity()).parameters()):,}",
+        *shortcut_lines,
         "",
         f"stack: {n_blocks} blocks of width {width}",
         f"  parameters {stack_parameters:,}",
@@ -198,8 +212,10 @@ def draw_block_gradients(
         label = "plain" if name == "plain" else f"residual ({name})"
         plot_layer_norms(ax, values, label=label, color=variant_color(name != "plain"))
     ax.set_xlabel("block (input → output)")
-    ax.set_ylabel("block weight-gradient L2 norm")
-    ax.set_title(f"{n_blocks} blocks: {block} vs plain, BatchNorm, He init, ReLU")
+    projections = shortcut == "C" and block != "plain"  # the only stack here with a projection in its blocks
+    ax.set_ylabel("block weight-gradient L2 norm" + ("\n(branch only: 1x1 shortcuts left out)" if projections else ""))
+    compared = "plain" if block == "plain" else f"{block} vs plain"
+    ax.set_title(f"{n_blocks} blocks: {compared}, BatchNorm, He init, ReLU")
     ax.legend(fontsize="small")
     return {"norms": norms[block], "plain_norms": norms["plain"], "parameters": parameters}
 
@@ -218,18 +234,35 @@ def block_explorer(block: str = "basic", n_blocks: int = 27) -> ipywidgets.VBox:
                   figsize=(9, 4.2))
 
 
-def draw_landscapes(surfaces: dict[str, object], depth: int, grid: int, *, fig: Figure | None = None) -> dict[str, int]:
+def _grid_sizes(computed: int) -> list[int]:
+    """The coarser grids a ``computed``-point axis contains: every k-th point, keeping both ends and the centre.
+
+    ``k`` must divide half the axis, e.g. 3, 5, 9 points of 9 and 3, 7, 11, 31 of 31. An even axis has no centre
+    point and gives only itself.
+    """
+    if computed < 3 or computed % 2 == 0:
+        return [computed]
+    half = (computed - 1) // 2
+    return [2 * (half // k) + 1 for k in range(half, 0, -1) if half % k == 0]
+
+
+def draw_landscapes(surfaces: dict[str, object], depth: int, grid: int, *, fig: Figure | None = None) -> dict:
     """Plain and residual loss surfaces of one depth side by side, on one log colour scale.
 
     ``surfaces`` maps model names ("plain20", "resnet20", ...) to results with ``alphas``, ``betas`` and ``loss``
-    (:func:`resnet_lab.landscape.loss_surface`); ``grid`` is how many points per axis to draw, taken evenly from
-    the computed grid. Returns ``{"every": step, "points": points drawn per axis}``.
+    (:func:`resnet_lab.landscape.loss_surface`); ``grid`` is how many points per axis to draw: every k-th point of
+    the computed grid, so the drawn grid keeps its ends and the trained weights at the centre (for a 9-point grid:
+    3, 5 or 9). Returns ``{"every": k, "points": points drawn per axis, "alphas": the alphas drawn}``.
     """
     names = [name for name in surfaces if model_depth(name) == depth]
     if not names:
         raise ValueError(f"no surfaces of depth {depth}; computed: {', '.join(surfaces)}")
     computed = len(surfaces[names[0]].alphas)
-    every = max(1, round((computed - 1) / max(1, grid - 1)))
+    sizes = _grid_sizes(computed)
+    if grid not in sizes:
+        raise ValueError(f"grid must be one of {', '.join(map(str, sizes))} for surfaces computed on {computed} x "
+                         f"{computed} points (every k-th point, keeping the centre and both ends); got {grid!r}")
+    every = 1 if grid == computed else (computed - 1) // (grid - 1)
     levels = landscape_levels([surface.loss for surface in surfaces.values()])
     fig = fig if fig is not None else plt.figure(figsize=(9, 4.2), layout="constrained")
     fig.clear()
@@ -243,21 +276,24 @@ def draw_landscapes(surfaces: dict[str, object], depth: int, grid: int, *, fig: 
     low, high = levels[0] * (1 - 1e-6), levels[-1] * (1 + 1e-6)  # a tick at an end stays (float32 losses)
     ticks = [t for t in (10.0 ** e * m for e in range(-3, 10) for m in (1, 2, 5)) if low <= t <= high]
     colorbar.set_ticks(ticks, labels=[f"{t:g}" for t in ticks])
-    points = len(range(0, computed, every))
-    fig.suptitle(f"{points} x {points} grid points (computed: {computed} x {computed})", fontsize=9)
-    return {"every": every, "points": points}
+    alphas = [float(a) for a in surfaces[names[0]].alphas[::every]]
+    fig.suptitle(f"{len(alphas)} x {len(alphas)} grid points (computed: {computed} x {computed})", fontsize=9)
+    return {"every": every, "points": len(alphas), "alphas": alphas}
 
 
 def landscape_explorer(surfaces: dict[str, object]) -> ipywidgets.VBox:
-    """An ipywidgets panel over precomputed surfaces: choose the depth and how many grid points to draw."""
+    """An ipywidgets panel over precomputed surfaces: choose the depth and how many grid points to draw.
+
+    The grid sizes offered are the coarser grids contained in the computed one (see :func:`draw_landscapes`).
+    """
     import ipywidgets as widgets
 
     depths = sorted({model_depth(name) for name in surfaces})
     computed = len(next(iter(surfaces.values())).alphas)
     controls = {
         "depth": widgets.Dropdown(options=depths, value=depths[-1], description="depth"),
-        "grid": widgets.IntSlider(computed, min=min(3, computed), max=computed, description="grid points",
-                                  continuous_update=False),
+        "grid": widgets.SelectionSlider(options=_grid_sizes(computed), value=computed, description="grid points",
+                                        continuous_update=False),
     }
     return _panel(controls, [["depth", "grid"]], lambda fig, **values: draw_landscapes(surfaces, fig=fig, **values),
                   figsize=(9, 4.2))

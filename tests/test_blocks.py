@@ -131,6 +131,21 @@ def test_bad_arguments(arguments, message):
         BasicBlock(*arguments)
 
 
+def test_plain_and_basic_blocks_are_siblings_with_the_same_layers():
+    # torchvision's zero_init_residual loop; with PlainBlock a subclass of BasicBlock it zeroed every plain block
+    plain = cifar_resnet(20, residual=False)
+    for module in plain.modules():
+        if isinstance(module, BasicBlock):
+            nn.init.constant_(module.bn2.weight, 0)
+    assert not isinstance(PlainBlock(16, 16), BasicBlock)
+    assert all(torch.all(block.bn2.weight == 1) for block in plain.blocks)
+    assert plain(torch.randn(4, 3, 16, 16)).std(0).sum() > 0  # zeroed, every image would give the same output
+    for shortcut in SHORTCUTS:  # the twin's layers, names and signature are the basic block's (without its shortcut)
+        keys = [key for key in BasicBlock(16, 32, 2, shortcut).state_dict() if not key.startswith("downsample")]
+        assert list(PlainBlock(16, 32, 2, shortcut).state_dict()) == keys
+    assert PlainBlock(16, 32, 2, "C").downsample is None
+
+
 def test_plain_block_refuses_zero_init_and_bottleneck_needs_multiple_of_4():
     with pytest.raises(ValueError, match="plain block"):
         PlainBlock(16, 16, zero_init_residual=True)

@@ -29,6 +29,16 @@ def test_multiply_adds_leave_the_model_untouched_and_scale_with_depth():
     assert multiply_adds(cifar_resnet(56), (1, 3, 32, 32)) > 2.5 * macs_20
 
 
+@pytest.mark.parametrize("depth", [18, 50])
+def test_multiply_adds_of_an_imagenet_resnet_on_a_cifar_image(depth):
+    # at batch 1 its last maps are 1x1: BatchNorm in training mode refused them
+    model = imagenet_resnet(depth)
+    small, large = multiply_adds(model, (1, 3, 32, 32)), multiply_adds(model, (1, 3, 224, 224))
+    fc = model.fc.in_features * model.fc.out_features
+    assert small == (large - fc) // 49 + fc  # every map 7 times narrower and shorter, the classifier unchanged
+    assert model.training  # the caller's model keeps its mode
+
+
 def test_stage_table_shapes_and_parameters_add_up():
     model = cifar_resnet(20)
     rows = stage_table(model, (1, 3, 32, 32))
@@ -101,6 +111,21 @@ def test_history_plot_labels_log_axes_with_plain_numbers(errors, minor_labels):
     assert labels and all(text.replace(".", "").isdigit() for text in labels), labels
     assert minor == minor_labels
     assert [line.get_label() for line in axes[1].get_lines()] == ["resnet20 (val)", "plain20 (val)"]
+    plt.close(axes[0].figure)
+
+
+@pytest.mark.parametrize("epochs", [4, 40])
+def test_history_tells_test_from_validation_and_keeps_each_runs_style(epochs):
+    history = [dict(record, test_acc=record["val_acc"] - 0.01, test_loss=record["val_loss"])
+               for record in _history(list(range(70, 70 - epochs, -1)))]
+    axes = plot_history({"paper": history, "fast": history}, colors={"paper": "C0", "fast": "C0"},
+                        styles={"paper": "-", "fast": "--"})
+    lines = {line.get_label(): line for line in axes[1].get_lines()}
+    assert list(lines) == ["paper (val)", "paper (test)", "fast (val)", "fast (test)"]
+    looks = {label: (line.get_linestyle(), line.get_color(), line.get_marker()) for label, line in lines.items()}
+    assert len(set(looks.values())) == 4, looks  # val and test of a run used to differ only by alpha
+    for run, style in (("paper", "-"), ("fast", "--")):
+        assert lines[f"{run} (val)"].get_linestyle() == lines[f"{run} (test)"].get_linestyle() == style
     plt.close(axes[0].figure)
 
 

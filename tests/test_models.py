@@ -1,5 +1,7 @@
 """resnet_lab.models against its oracles: the paper's parameter counts (Table 6) and torchvision's ResNets."""
 
+import importlib
+import importlib.metadata
 import math
 
 import pytest
@@ -7,10 +9,11 @@ import torch
 import torchvision
 from torch import nn
 
+import resnet_lab
 from resnet_lab import models
 from resnet_lab.blocks import BasicBlock, Bottleneck, PlainBlock, PreActBlock
 from resnet_lab.gradients import grad_norms
-from resnet_lab.models import build_model, cifar_resnet, count_parameters, imagenet_resnet
+from resnet_lab.models import ResNet, build_model, cifar_resnet, count_parameters, imagenet_resnet
 
 CIFAR_PARAMS = {20: 269_722, 32: 464_154, 44: 658_586, 56: 853_018, 110: 1_727_962, 1202: 19_421_274}
 IMAGENET_PARAMS = {18: 11_689_512, 34: 21_797_672, 50: 25_557_032, 101: 44_549_160, 152: 60_192_808}
@@ -48,20 +51,54 @@ def test_imagenet_parameter_counts_are_exact(depth):
     assert count_parameters(imagenet_resnet(depth)) == IMAGENET_PARAMS[depth]
 
 
+def randomize_batchnorm_(model: nn.Module, seed: int = 0) -> None:
+    """Random running statistics and affine parameters in every BatchNorm, in place.
+
+    A fresh BatchNorm in eval mode is ``x / sqrt(1 + eps)``, a positive scale that commutes with ReLU and passes
+    through convolutions: a comparison of fresh models cannot tell where the BatchNorms sit.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                channels = module.num_features
+                module.running_mean.copy_(0.5 * torch.randn(channels, generator=generator))
+                module.running_var.copy_(0.5 + 1.5 * torch.rand(channels, generator=generator))
+                module.weight.copy_(0.5 + torch.rand(channels, generator=generator))
+                module.bias.copy_(0.5 * torch.randn(channels, generator=generator))
+
+
 @pytest.mark.parametrize("depth", [18, 50])
 def test_torchvision_weights_load_and_give_the_same_outputs(depth):
     torch.manual_seed(0)
-    theirs = getattr(torchvision.models, f"resnet{depth}")().eval()  # random init, nothing downloaded
-    ours = imagenet_resnet(depth).eval()
+    theirs = getattr(torchvision.models, f"resnet{depth}")()  # random init, nothing downloaded
+    randomize_batchnorm_(theirs)
+    ours = imagenet_resnet(depth)
     their_state, our_state = theirs.state_dict(), ours.state_dict()
     assert list(our_state) == list(their_state)
     assert all(our_state[key].shape == their_state[key].shape for key in their_state)
     ours.load_state_dict(their_state, strict=True)
     x = torch.randn(2, 3, 64, 64)
+    for mode in ("eval", "train"):  # running statistics, then batch statistics with the affine parameters
+        with torch.no_grad():
+            expected, actual = getattr(theirs, mode)()(x), getattr(ours, mode)()(x)
+        assert actual.shape == (2, 1000)
+        torch.testing.assert_close(actual, expected, msg=lambda message, mode=mode: f"{mode} mode: {message}")
+
+
+def test_cifar_stem_is_as_wide_as_the_first_stage():
+    # the "ResNet-18 for CIFAR" of kuangliu/pytorch-cifar: torchvision's ResNet-18 with a 3x3 stem and no max pool
+    ours = ResNet(BasicBlock, (2, 2, 2, 2), (64, 128, 256, 512), stem="cifar", shortcut="B", num_classes=10)
+    assert ours.conv1.out_channels == 64 and ours.layer1[0].downsample is None  # not 16 -> 64 with a projection
+    assert count_parameters(ours) == 11_173_962  # = 11,689,512 - 9,408 (7x7 stem) + 1,728 (3x3) - 513,000 + 5,130 (fc)
+    theirs = torchvision.models.resnet18(num_classes=10)
+    theirs.conv1, theirs.maxpool = nn.Conv2d(3, 64, 3, padding=1, bias=False), nn.Identity()
+    randomize_batchnorm_(theirs)
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    x = batch()[0]
     with torch.no_grad():
-        expected, actual = theirs(x), ours(x)
-    assert actual.shape == (2, 1000)
-    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0)
+        torch.testing.assert_close(ours.eval()(x), theirs.eval()(x))
+    assert cifar_resnet(20).conv1.out_channels == 16  # the paper's nets: first stage 16 wide, as before
 
 
 def test_stride_in_1x1_moves_the_stride_and_keeps_the_parameters():
@@ -105,6 +142,7 @@ def test_invalid_imagenet_depth_and_options_are_refused():
     [
         ("resnet21", ["'resnet21'", "6n+2", "nearest valid: resnet20, resnet26"]),
         ("plain51", ["nearest valid: plain50, plain56"]),
+        ("resnet51", ["nearest valid: resnet56"]),  # not resnet50, refused below
         ("preact_resnet3", ["nearest valid: preact_resnet8"]),
         ("imagenet_resnet20", ["'imagenet_resnet20'", "18, 34, 50, 101, 152"]),
         ("vgg16", ["'vgg16'", "resnet{6n+2}", "plain{6n+2}", "preact_resnet{6n+2}", "imagenet_resnet{18,34,50"]),
@@ -116,6 +154,20 @@ def test_build_model_rejects_unknown_names_with_the_valid_forms(name, parts):
         build_model(name)
     for part in parts:
         assert part in str(info.value)
+
+
+@pytest.mark.parametrize("depth", IMAGENET_PARAMS)
+def test_build_model_refuses_torchvisions_imagenet_names(depth):
+    # resnet50 and resnet152 used to build 6n+2 CIFAR nets without a word; resnet18 named only resnet14 and 20
+    with pytest.raises(ValueError) as info:
+        build_model(f"resnet{depth}")
+    message = str(info.value)
+    assert f"'imagenet_resnet{depth}'" in message and f"ImageNet ResNet-{depth}" in message
+    if depth in (50, 152):  # also 6n+2: say how to build the CIFAR net of that depth
+        assert f"cifar_resnet({depth})" in message
+        assert count_parameters(build_model(f"plain{depth}")) == count_parameters(cifar_resnet(depth))  # no clash
+    else:
+        assert "6n+2" in message and "nearest: resnet" in message
 
 
 @pytest.mark.parametrize(
@@ -172,9 +224,24 @@ def test_init_is_kaiming_fan_out_and_bn_starts_at_identity():
 
 def test_build_model_round_trips():
     assert count_parameters(build_model("resnet56")) == 853_018
-    assert count_parameters(build_model("resnet50")) == count_parameters(cifar_resnet(50))  # CIFAR, not ImageNet
     plain = build_model("plain20")
     assert all(type(block) is PlainBlock and block.downsample is None for block in plain.blocks)
     assert count_parameters(build_model("imagenet_resnet18")) == count_parameters(imagenet_resnet(18))
     assert count_parameters(build_model("imagenet_resnet18")) == IMAGENET_PARAMS[18]
     assert all(type(block) is PreActBlock for block in build_model("preact_resnet32").blocks)
+
+
+def test_version_is_the_installed_distributions(monkeypatch):
+    assert resnet_lab.__version__ == importlib.metadata.version("resnet-lab")  # pyproject.toml's, not a copy
+
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    try:
+        monkeypatch.setattr(importlib.metadata, "version", lambda name: "9.9.9")  # another installed version
+        assert importlib.reload(resnet_lab).__version__ == "9.9.9"
+        monkeypatch.setattr(importlib.metadata, "version", not_installed)  # a source tree, never pip-installed
+        assert importlib.reload(resnet_lab).__version__ == "0+unknown"
+    finally:
+        monkeypatch.undo()
+        importlib.reload(resnet_lab)

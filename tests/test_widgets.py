@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from resnet_lab.blocks import BlockStack
+from resnet_lab.blocks import SHORTCUTS, BlockStack
 from resnet_lab.gradients import ACTIVATIONS
 from resnet_lab.plots import PLAIN_COLOR, RESIDUAL_COLOR, landscape_levels, model_depth
 from resnet_lab.widgets import (
@@ -101,6 +101,20 @@ def test_block_explorer_callback_for_every_control(block, shortcut, zero_init):
     plt.close(fig)
 
 
+def test_block_explorer_is_honest_about_plain_blocks_and_projections():
+    fig = plt.figure()
+    draw_block_gradients("plain", "C", True, n_blocks=2, batch_size=2, image_size=8, fig=fig)
+    text = fig.axes[0].texts[0].get_text()
+    assert text.startswith("PlainBlock (no skip, no shortcut), zero-init n/a") and "shortcut parameters" not in text
+    assert fig.axes[1].get_title().startswith("2 blocks: plain,")  # not "plain vs plain"
+    # zero-init empties the branch's gradients; shortcut C's projections got gradients and used to hide that
+    for shortcut in SHORTCUTS:
+        result = draw_block_gradients("basic", shortcut, True, n_blocks=3, batch_size=2, image_size=8, fig=fig)
+        assert result["norms"] == [0.0, 0.0, 0.0], shortcut
+        assert ("1x1 shortcuts left out" in fig.axes[1].get_ylabel()) == (shortcut == "C")
+    plt.close(fig)
+
+
 def test_block_explorer_panel():
     panel = block_explorer(n_blocks=2)
     output = panel.children[-2]
@@ -142,16 +156,34 @@ def test_landscape_levels_span_every_surface_on_a_log_scale_up_to_a_cap():
 
 def test_draw_landscapes_pairs_plain_and_residual_of_one_depth_and_coarsens_the_grid():
     fig = plt.figure()
-    assert draw_landscapes(SURFACES, depth=14, grid=9, fig=fig) == {"every": 1, "points": 9}
+    assert draw_landscapes(SURFACES, depth=14, grid=9, fig=fig)["points"] == 9
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert titles[0].startswith("plain14") and titles[1].startswith("resnet14") and "0.1 at the trained" in titles[0]
     (colorbar,) = [ax for ax in fig.axes if ax.get_ylabel().startswith("cross-entropy")]  # the shared colour bar
     assert [f"{t:g}" for t in colorbar.get_yticks()] == ["0.1", "0.2", "0.5", "1", "2"]  # up to 30 x 0.1
-    assert draw_landscapes(SURFACES, depth=8, grid=5, fig=fig) == {"every": 2, "points": 5}
-    assert draw_landscapes(SURFACES, depth=8, grid=3, fig=fig) == {"every": 4, "points": 3}
+    assert draw_landscapes(SURFACES, depth=8, grid=5, fig=fig)["alphas"] == pytest.approx([-1, -0.5, 0, 0.5, 1])
+    assert draw_landscapes(SURFACES, depth=8, grid=3, fig=fig)["alphas"] == pytest.approx([-1, 0, 1])
+    with pytest.raises(ValueError, match=r"grid must be one of 3, 5, 9 for surfaces computed on 9 x 9 .*got 4"):
+        draw_landscapes(SURFACES, depth=8, grid=4, fig=fig)  # every 3rd point: -1, -0.25, 0.5, no centre
     with pytest.raises(ValueError, match="no surfaces of depth 20; computed: plain8"):
         draw_landscapes(SURFACES, depth=20, grid=3, fig=fig)
     plt.close(fig)
+
+
+@pytest.mark.parametrize("points", [9, 21, 31])
+def test_every_grid_the_landscape_slider_offers_is_symmetric_and_keeps_the_centre(points):
+    surfaces = {"plain8": bowl(5.0, points), "resnet8": bowl(1.0, points)}
+    panel = landscape_explorer(surfaces)
+    slider = {w.description: w for w in panel.children[0].children}["grid points"]
+    assert slider.value == points and len(slider.options) >= 3
+    fig = plt.figure()
+    for grid in slider.options:
+        alphas = draw_landscapes(surfaces, depth=8, grid=grid, fig=fig)["alphas"]
+        assert len(alphas) == grid and alphas == pytest.approx([-a for a in reversed(alphas)], abs=1e-6)
+        assert alphas[grid // 2] == surfaces["plain8"].alphas[points // 2]  # the centre: the trained weights
+        assert np.allclose(np.diff(alphas), alphas[1] - alphas[0])  # evenly spaced: what a coarser grid computes
+    plt.close(fig)
+    assert len(plt.get_fignums()) == 0
 
 
 LESIONS = {"plain14": {0: [0.8], 1: [0.3, 0.2], 2: [0.1, 0.12]}, "resnet14": {0: [0.85], 1: [0.8, 0.7], 2: [0.6, 0.5]}}
