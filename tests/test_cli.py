@@ -113,3 +113,25 @@ def test_a_diverging_run_exits_1_with_advice_for_the_command_line(tmp_path, caps
                  "--threads", "1", "--out", str(tmp_path / "run"), "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert "training diverged" in err and "--lr 1e+29" in err and "Traceback" not in err
+
+
+def test_an_interrupted_run_exits_130_and_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path, monkeypatch):
+    import resnet_lab.train as train_module
+
+    common = ["--smoke", "--model", "resnet8", "--epochs", "2", "--threads", "1", "--no-progress", "--no-amp"]
+    assert main([*common, "--out", str(tmp_path / "whole")]) == 0
+    real_epoch = train_module.train_epoch
+
+    def interrupted_in_epoch_2(*args, epoch: int, **kwargs):
+        if epoch == 2:
+            raise KeyboardInterrupt  # what Ctrl-C raises in the middle of an epoch
+        return real_epoch(*args, epoch=epoch, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_epoch", interrupted_in_epoch_2)
+    assert main([*common, "--out", str(tmp_path / "cut")]) == 130
+    assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    monkeypatch.setattr(train_module, "train_epoch", real_epoch)
+    assert main([*common, "--out", str(tmp_path / "cut"), "--resume"]) == 0
+    whole, cut = (torch.load(tmp_path / run / "checkpoint.pt", weights_only=True) for run in ("whole", "cut"))
+    assert cut["epoch"] == 2 and whole["model"].keys() == cut["model"].keys()
+    assert all(torch.equal(whole["model"][key], cut["model"][key]) for key in whole["model"])

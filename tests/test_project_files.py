@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
@@ -43,3 +45,32 @@ def test_licence_and_citation():
     assert "MIT License" in (ROOT / "LICENSE").read_text(encoding="utf-8")
     citation = (ROOT / "CITATION.cff").read_text(encoding="utf-8")
     assert "Deep Residual Learning for Image Recognition" in citation and "Krizhevsky" in citation
+
+
+def _dependencies(lines: list[str]) -> dict[str, str]:
+    """``{name: specifier}`` of requirement lines (comments, options and ``-e .`` left out)."""
+    found = {}
+    for line in lines:
+        line = line.split("#")[0].strip()
+        if line and not line.startswith("-"):
+            name, specifier = re.fullmatch(r"([A-Za-z0-9_.\-]+)\s*(.*)", line).groups()
+            found[name.lower()] = specifier
+    return found
+
+
+def test_the_dependency_lists_agree_and_admit_what_is_installed():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    from importlib.metadata import version
+
+    from packaging.specifiers import SpecifierSet
+
+    declared = _dependencies(tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+                             ["dependencies"])
+    for path in (ROOT / "requirements.txt", ROOT / "binder" / "requirements.txt"):
+        listed = _dependencies(path.read_text(encoding="utf-8").splitlines())
+        for name, specifier in declared.items():
+            assert name in listed, f"{path.name} lacks {name}"
+            if name in ("torch", "torchvision"):  # the versions fit relies on: the same floor everywhere
+                assert listed[name] == specifier, (path.name, name)
+    for name, specifier in declared.items():
+        assert version(name) in SpecifierSet(specifier), f"installed {name} {version(name)} is not {specifier}"

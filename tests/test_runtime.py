@@ -55,11 +55,12 @@ def test_setup_notebook_seeds_and_reports(capsys):
     assert "SMOKE mode" in capsys.readouterr().out
 
 
-def test_device_preference_order():
-    expected = "cuda" if torch.cuda.is_available() else None
-    assert runtime.pick_device().type in {"cuda", "mps", "cpu"}
-    if expected:
-        assert runtime.pick_device().type == expected
+@pytest.mark.parametrize("cuda, mps, expected", [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")])
+def test_device_preference_order(monkeypatch, cuda, mps, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    assert runtime.pick_device().type == expected
+    assert runtime.pick_device("cpu").type == "cpu"  # an explicit choice wins over what is available
 
 
 def setup_cell(path: Path) -> str:

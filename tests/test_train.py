@@ -360,7 +360,8 @@ def test_command_line_smoke_run_end_to_end(tmp_path):
 def test_command_line_errors_are_clean(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("RESNET_LAB_DATA", raising=False)
     for argv, message in ((["--model", "resnet21", "--smoke"], "nearest valid: resnet20, resnet26"),
-                          (["--model", "resnet20", "--data", str(tmp_path / "nothing")], "RESNET_LAB_DATA"),
+                          (["--model", "resnet20", "--data", str(tmp_path / "nothing")],
+                           f"no CIFAR-10 found in {tmp_path / 'nothing'}"),
                           (["--model", "resnet8"], "no data_dir given")):
         with pytest.raises(SystemExit) as exit_info:
             main([*argv, "--out", str(tmp_path / "run"), "--no-progress"])
