@@ -190,7 +190,7 @@ def _weight_grad_norm(layer: nn.Module) -> float:
     if not grads:
         return 0.0
     # float64 so that squaring tiny (vanished) gradients does not underflow to 0 in the norm itself
-    return math.sqrt(sum(float(g.double().pow(2).sum()) for g in grads))
+    return math.sqrt(sum(float(g.to("cpu", torch.float64).pow(2).sum()) for g in grads))  # MPS has no float64
 
 
 def grad_norms(
@@ -232,7 +232,8 @@ def activation_grad_norms(
     if len(outputs) != len(layers):
         raise ValueError(f"expected one output per probed layer ({len(layers)}), saw {len(outputs)}: "
                          "is a layer used twice?")
-    return [math.sqrt(float(out.grad.double().pow(2).sum())) if out.grad is not None else 0.0 for out in outputs]
+    return [math.sqrt(float(out.grad.to("cpu", torch.float64).pow(2).sum())) if out.grad is not None else 0.0
+            for out in outputs]
 
 
 class BlockGradientRecorder:

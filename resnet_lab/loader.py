@@ -56,7 +56,8 @@ class TensorLoader:
     ``train=True``: a fresh seeded permutation every epoch, random crop and flip per sample. ``train=False``:
     dataset order, no augmentation. With ``world_size > 1`` rank ``r`` takes ``perm[r::world_size]`` of the same
     global permutation; in training the permutation first wraps around to a multiple of ``world_size`` so every
-    rank runs the same number of steps (as ``DistributedSampler`` does). ``batch_size`` is per rank.
+    rank runs the same number of steps (as ``DistributedSampler`` does). ``batch_size`` is per rank. A last partial
+    batch is kept (``drop_last=False``), except a single image in training, which is left out of that epoch.
     Each pass uses epoch ``self.epoch`` and then advances it; ``set_epoch(k)`` makes the next pass epoch ``k``.
     """
 
@@ -93,8 +94,11 @@ class TensorLoader:
         return (torch.arange(total) % n)[self.rank::self.world_size]
 
     def __len__(self) -> int:
-        count = len(self._positions())
-        return count // self.batch_size if self.drop_last else -(-count // self.batch_size)
+        full, rest = divmod(len(self._positions()), self.batch_size)
+        # Training never ends an epoch on a batch of one image: BatchNorm in training mode cannot normalise one
+        # image whose maps are 1x1 (an ImageNet ResNet's last stage on 32x32 images), and its step would be noise.
+        single = self.train and rest == 1 and self.batch_size > 1
+        return full + (rest > 0 and not self.drop_last and not single)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch, self.epoch = self.epoch, self.epoch + 1

@@ -183,7 +183,7 @@ def imagenet_resnet(
                   zero_init_residual=zero_init_residual, **options)
 
 
-_CIFAR_NAMES = {"resnet": {}, "plain": {"residual": False}, "preact_resnet": {"preact": True}}
+_CIFAR_NAMES = {"resnet": {}, "cifar_resnet": {}, "plain": {"residual": False}, "preact_resnet": {"preact": True}}
 
 
 def build_model(name: str) -> ResNet:
@@ -191,11 +191,12 @@ def build_model(name: str) -> ResNet:
     ``imagenet_resnet{18,34,50,101,152}``.
 
     ``resnet{18,34,50,101,152}`` are refused: torchvision gives these names to the ImageNet nets, and 50 and 152 are
-    also 6n+2, so the name alone cannot say which network is meant. ``cifar_resnet(50)`` builds the CIFAR one.
+    also 6n+2, so the name alone cannot say which network is meant. ``cifar_resnet{d}`` names the CIFAR net of any
+    depth 6n+2 unambiguously (``cifar_resnet50``).
     """
-    forms = ("resnet{6n+2}, plain{6n+2}, preact_resnet{6n+2} (CIFAR-10, e.g. 'resnet56') or "
+    forms = ("resnet{6n+2} (or cifar_resnet{6n+2}), plain{6n+2}, preact_resnet{6n+2} (CIFAR-10, e.g. 'resnet56') or "
              f"imagenet_resnet{{{','.join(map(str, IMAGENET_DEPTHS))}}}")
-    match = re.fullmatch(r"(imagenet_resnet|preact_resnet|resnet|plain)(\d+)", str(name))
+    match = re.fullmatch(r"(imagenet_resnet|preact_resnet|cifar_resnet|resnet|plain)(\d+)", str(name))
     if match is None:
         raise ValueError(f"unknown model {name!r}; valid names: {forms}")
     family, depth = match.group(1), int(match.group(2))
@@ -208,8 +209,8 @@ def build_model(name: str) -> ResNet:
     nearest = ", ".join(f"{family}{d}" for d in _nearest_cifar_depths(depth)
                         if not (family == "resnet" and d in IMAGENET_DEPTHS))
     if family == "resnet" and depth in IMAGENET_DEPTHS:
-        cifar = (f"for the {depth}-layer CIFAR-10 net (6n+2, n = {(depth - 2) // 6}) call "
-                 f"resnet_lab.models.cifar_resnet({depth})" if is_cifar_depth
+        cifar = (f"for the {depth}-layer CIFAR-10 net (6n+2, n = {(depth - 2) // 6}) use 'cifar_resnet{depth}'"
+                 if is_cifar_depth
                  else f"CIFAR-10 depths are 6n+2, nearest: {nearest}")
         raise ValueError(f"{name!r} is torchvision's name for the ImageNet ResNet-{depth}: build that one as "
                          f"'imagenet_resnet{depth}'; {cifar}")

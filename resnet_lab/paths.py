@@ -147,6 +147,6 @@ def gradient_by_path_length(
         for k in range(n_blocks + 1):
             for _ in range(samples):
                 branches = torch.randperm(n_blocks, generator=generator)[:k].tolist()
-                norms[k] += float(path_gradient(model, images, labels, branches).double().norm())
+                norms[k] += float(path_gradient(model, images, labels, branches).to("cpu", torch.float64).norm())
                 bar.update()
     return norms / samples

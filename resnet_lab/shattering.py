@@ -69,7 +69,7 @@ def gradient_autocorrelation(gradients: torch.Tensor, max_lag: int) -> torch.Ten
     ``r(k) = sum_t (g_t - m)(g_{t+k} - m) / sum_t (g_t - m)^2`` with ``m`` the mean: about 0 beyond lag 0 for
     white noise, close to 1 at small lags for a smooth function (Balduzzi et al. Fig. 2).
     """
-    g = gradients.detach().double()
+    g = gradients.detach().to("cpu", torch.float64)  # on the CPU: Apple's MPS has no float64
     if g.dim() == 2 and g.shape[1] == 1:  # input_gradients of a scalar input
         g = g[:, 0]
     if g.dim() != 1:

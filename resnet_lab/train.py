@@ -328,7 +328,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m resnet_lab.train", description=_DESCRIPTION, epilog=_EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="resnet20",
-                        help="resnet{6n+2}, plain{6n+2}, preact_resnet{6n+2} (e.g. resnet20, resnet110, plain56) or "
+                        help="resnet{6n+2}, plain{6n+2}, preact_resnet{6n+2} (e.g. resnet20, resnet110, plain56; "
+                             "cifar_resnet{6n+2} for resnet50 and resnet152, torchvision's ImageNet names) or "
                              "imagenet_resnet{18,34,50,101,152} (with one output per class of the data); "
                              "default: resnet20")
     parser.add_argument("--data", metavar="DIR", help="CIFAR-10 folder (cifar-10-batches-py or train/<class>/...); "

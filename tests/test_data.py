@@ -281,6 +281,15 @@ def test_loader_is_seeded_and_set_epoch_replays_an_epoch():
     assert sorted(torch.cat([y for _, y in epochs[2]]).tolist()) == list(range(64))
 
 
+def test_training_leaves_out_a_last_batch_of_one_image_and_evaluation_keeps_it():
+    images = tagged_images(9)
+    train = [len(y) for _, y in TensorLoader(images, torch.arange(9), 4, train=True, seed=0)]
+    assert train == [4, 4]  # not [4, 4, 1]: BatchNorm cannot train on one image with 1x1 maps
+    assert [len(y) for _, y in TensorLoader(images[:6], torch.arange(6), 4, train=True, seed=0)] == [4, 2]
+    assert [len(y) for _, y in TensorLoader(images, torch.arange(9), 4, train=False)] == [4, 4, 1]
+    assert [len(y) for _, y in TensorLoader(images[:3], torch.arange(3), 1, train=True, seed=0)] == [1, 1, 1]
+
+
 def test_eval_loader_is_ordered_unaugmented_and_normalised():
     images = tagged_images(10)
     loader = TensorLoader(images, torch.arange(10), 4, train=False, channels_last=True)

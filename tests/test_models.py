@@ -164,8 +164,9 @@ def test_build_model_refuses_torchvisions_imagenet_names(depth):
     message = str(info.value)
     assert f"'imagenet_resnet{depth}'" in message and f"ImageNet ResNet-{depth}" in message
     if depth in (50, 152):  # also 6n+2: say how to build the CIFAR net of that depth
-        assert f"cifar_resnet({depth})" in message
+        assert f"'cifar_resnet{depth}'" in message
         assert count_parameters(build_model(f"plain{depth}")) == count_parameters(cifar_resnet(depth))  # no clash
+        assert count_parameters(build_model(f"cifar_resnet{depth}")) == count_parameters(cifar_resnet(depth))
     else:
         assert "6n+2" in message and "nearest: resnet" in message
 
