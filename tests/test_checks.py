@@ -256,22 +256,6 @@ class BatchNormWithoutRunningStatistics(BlockLayers):
         return F.relu(out + self.shortcut(x))
 
 
-@pytest.mark.parametrize(
-    "wrong, hint",
-    [
-        (BatchNormWithoutRunningStatistics, "track_running_stats=True"),
-        (SkipOnlyWithoutShapeChange, "16 -> 32, stride 2 block when the 3x3 weights are zero: it has no shortcut"),
-        (BatchNormAfterAddition, "before the addition"),
-        (BatchNormAfterReLU, "BatchNorm comes after a ReLU"),
-        (BatchNormAfterInPlaceReLU, "BatchNorm comes after a ReLU"),
-        (ShortcutOnOddPixels, "check the shortcut"),
-    ],
-)
-def test_basic_block_mistakes_get_their_hint(wrong, hint, capsys):
-    assert checks.check_basic_block(wrong) is False
-    assert hint in capsys.readouterr().out
-
-
 class ProjectionFirst(nn.Module):
     """Correct, written differently: shortcut B computed first, Sequential branch, in-place ReLU and addition."""
 
@@ -535,6 +519,12 @@ class ShortcutDuplicatesChannels(BlockLayersForward):
 @pytest.mark.parametrize(
     "wrong, hint",
     [
+        (BatchNormWithoutRunningStatistics, "track_running_stats=True"),
+        (SkipOnlyWithoutShapeChange, "16 -> 32, stride 2 block when the 3x3 weights are zero: it has no shortcut"),
+        (BatchNormAfterAddition, "before the addition"),
+        (BatchNormAfterReLU, "BatchNorm comes after a ReLU"),
+        (BatchNormAfterInPlaceReLU, "BatchNorm comes after a ReLU"),
+        (ShortcutOnOddPixels, "check the shortcut"),
         (ShortcutOnlyWithStride, "16 -> 32 channels and stride 1"),
         (ShortcutOnlyWithStride, "the article's 64 -> 128 case"),
         (ShortcutAlwaysHalves, "the width changes without a stride"),
@@ -546,7 +536,7 @@ class ShortcutDuplicatesChannels(BlockLayersForward):
         (ShortcutDuplicatesChannels, "check the shortcut"),
     ],
 )
-def test_basic_block_shape_change_cases_and_conventions(wrong, hint, capsys):
+def test_basic_block_mistakes_get_their_hint(wrong, hint, capsys):
     assert checks.check_basic_block(wrong) is False
     assert hint in capsys.readouterr().out
 
