@@ -12,6 +12,7 @@ import math
 import numbers
 import operator
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -64,6 +65,19 @@ def _as_int(value: object) -> int:
         except TypeError:
             pass
     raise _Fail(f"return an int (a count of parameters); got {type(value).__name__}")
+
+
+class _TorchCalls(TorchFunctionMode):
+    """Records the torch functions and tensor methods called inside ``with`` (not those torch calls itself)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.functions: list[Callable[..., object]] = []
+
+    def __torch_function__(self, func: Callable[..., object], types: object, args: tuple = (),
+                           kwargs: dict | None = None) -> object:
+        self.functions.append(func)
+        return func(*args, **(kwargs or {}))
 
 
 # ---------------------------------------------------------------------------------------------- notebook 01
@@ -135,6 +149,75 @@ class _AutogradWatch(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
+def _walk_back(weights: list[torch.Tensor], slopes: list[torch.Tensor | float], grad_output: torch.Tensor,
+               transpose: bool = True, slope_after: bool = False) -> torch.Tensor:
+    """g <- W_l^T (s_l * g) from the last layer to the first; each switch makes one of the typical mistakes."""
+    g = grad_output
+    for w, slope in zip(reversed(weights), reversed(slopes)):
+        w = w.T if transpose else w
+        g = slope * (w @ g) if slope_after else w @ (slope * g)
+    return g
+
+
+def _input_gradient_mistakes(
+    weights: list[torch.Tensor], x: torch.Tensor, grad_output: torch.Tensor
+) -> list[tuple[torch.Tensor, str]]:
+    """What the typical mistakes of :func:`check_input_gradient` return, each with its hint.
+
+    Those whose shapes do not fit the network are left out: a missing transpose only fits square weights.
+    """
+    hs, zs = [x], []  # h_0 = x, ..., h_L and z_1, ..., z_L
+    for w in weights:
+        zs.append(w @ hs[-1])
+        hs.append(torch.tanh(zs[-1]))
+    own = [1 - h**2 for h in hs[1:]]  # tanh'(z_l), written with the layer's own output h_l
+    transpose = ("the transpose is missing. Going backwards, the gradient is multiplied by the transpose of each "
+                 "layer's Jacobian, J_l^T = W_l^T diag(1 - h_l^2): W_l.T maps a gradient of the layer's output, "
+                 "shape (out,), to one of its input, shape (in,).")
+    shifted = ("your slopes are shifted by one layer. J_l = diag(tanh'(z_l)) W_l pairs W_l with the slope at its "
+               "own output h_l = tanh(W_l h_{l-1}), on the output side of W_l; the slope at its input h_{l-1} "
+               "belongs to the layer before.")
+    mistakes = [
+        (dict(slopes=[1.0] * len(weights)),
+         "you multiplied by the weights only. Each layer's Jacobian is diag(tanh'(z_l)) W_l, with tanh'(z) = "
+         "1 - tanh(z)^2 evaluated at that layer's pre-activation z_l."),
+        (dict(slopes=own, transpose=False), transpose),
+        (dict(slopes=own, transpose=False, slope_after=True), transpose),
+        (dict(slopes=[1.0] * len(weights), transpose=False), transpose),
+        (dict(slopes=[1 - z**2 for z in zs]),
+         "you took the slope as 1 - z_l^2, at the pre-activation z_l = W_l h_{l-1}. tanh'(z) = 1 - tanh(z)^2: "
+         "the square is of tanh(z_l), the layer's output h_l."),
+        (dict(slopes=[1 - h**2 for h in hs[:-1]]), shifted),
+        (dict(slopes=[1 - h**2 for h in hs[:-1]], slope_after=True), shifted),
+        (dict(slopes=own, slope_after=True), shifted),
+        (dict(weights=weights[::-1], slopes=own[::-1]),
+         "you walked the layers from the first to the last. The chain rule goes back from the output: start with "
+         "grad_output at the last layer and end at the first."),
+    ]
+    for layer in range(len(weights)):
+        which = {0: "the first layer's", len(weights) - 1: "the last layer's"}.get(layer, f"layer {layer + 1}'s")
+        why = (" grad_output is dL/dh_L, taken after the last tanh, so that tanh's slope still applies."
+               if layer == len(weights) - 1 else "")
+        mistakes.append((dict(slopes=own[:layer] + [1.0] + own[layer + 1:]),
+                         f"{which} slope is missing: every layer, the first and the last included, contributes "
+                         f"diag(1 - h_l^2) to its Jacobian.{why}"))
+    found = []
+    for switches, hint in mistakes:
+        try:
+            found.append((_walk_back(**{"weights": weights, "grad_output": grad_output, **switches}), hint))
+        except RuntimeError:  # its shapes do not fit this network
+            pass
+    return found
+
+
+def _random_network(
+    sizes: list[int], generator: torch.Generator
+) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """Weights ``(out, in)`` of a tanh network with layer widths ``sizes``, an input x and a grad_output."""
+    weights = [torch.randn(n_out, n_in, generator=generator) / math.sqrt(n_in) for n_in, n_out in zip(sizes, sizes[1:])]
+    return weights, torch.randn(sizes[0], generator=generator), torch.randn(sizes[-1], generator=generator)
+
+
 def check_input_gradient(
     input_gradient: Callable[[list[torch.Tensor], torch.Tensor, torch.Tensor], torch.Tensor], strict: bool = False
 ) -> bool:
@@ -144,20 +227,14 @@ def check_input_gradient(
     must return dL/dx given ``grad_output`` = dL/dh_L, by multiplying transposed layer Jacobians, in any float
     dtype. It runs in inference mode, and any torch call made with autograd switched back on (``enable_grad``,
     ``inference_mode(False)``, ``torch.autograd.functional``, ``torch.func.vjp`` and the other transforms) fails
-    the check, so asking autograd fails.
+    the check, so asking autograd fails. A wrong answer is compared with the typical mistakes; after a shape error
+    the function runs again on a network of equal widths, where a missing transpose gives a result to compare.
     """
     use_autograd = ("the checker switches autograd off, so backward(), torch.autograd, torch.func (vjp, grad, "
                     "jacrev, jacfwd) and switching autograd back on are refused here. Compute the Jacobian product "
                     "yourself: autograd is the checker's oracle.")
 
-    def check() -> str:
-        generator = torch.Generator().manual_seed(1)
-        sizes = [5, 8, 6, 4]  # non-square on purpose, so a missing transpose cannot go unnoticed
-        weights = [torch.randn(n_out, n_in, generator=generator) / math.sqrt(n_in)
-                   for n_in, n_out in zip(sizes, sizes[1:])]
-        x = torch.randn(sizes[0], generator=generator)
-        grad_output = torch.randn(sizes[-1], generator=generator)
-        want = _reference_input_gradient(weights, x, grad_output)
+    def run(weights: list[torch.Tensor], x: torch.Tensor, grad_output: torch.Tensor) -> object:
         watch = _AutogradWatch()
         try:
             with torch.inference_mode(), watch:  # unlike no_grad, enable_grad() inside cannot switch autograd on
@@ -165,27 +242,49 @@ def check_input_gradient(
         except Exception as error:
             if watch.autograd_used or "require grad" in str(error):
                 raise _Fail(use_autograd) from None
-            if isinstance(error, RuntimeError) and any(word in str(error) for word in ("shape", "size", "mat")):
-                raise _Fail(f"shape mismatch ({error}). Going backwards, the gradient is multiplied by the "
-                            "transpose W_l.T of each layer's weights.") from None
             raise
         if watch.autograd_used:
             raise _Fail(use_autograd)
+        return got
+
+    def mistake(got: object, weights: list[torch.Tensor], x: torch.Tensor, grad_output: torch.Tensor) -> str | None:
+        """The hint of the typical mistake ``got`` is the result of, if any."""
+        if not isinstance(got, torch.Tensor) or got.shape != x.shape:
+            return None
+        got = got.to(x.dtype)
+        return next((hint for value, hint in _input_gradient_mistakes(weights, x, grad_output)
+                     if torch.allclose(got, value, rtol=1e-4, atol=1e-6)), None)
+
+    def check() -> str:
+        generator = torch.Generator().manual_seed(1)
+        weights, x, grad_output = _random_network([5, 8, 6, 4], generator)  # non-square: a missing W.T fails
+        want = _reference_input_gradient(weights, x, grad_output)
+        try:
+            got = run(weights, x, grad_output)
+        except RuntimeError as error:
+            if not any(word in str(error) for word in ("shape", "size", "mat")):
+                raise
+            square = _random_network([5, 5, 5, 5], generator)  # every shape fits: compare the result instead
+            try:
+                hint = mistake(run(*square), *square)
+            except Exception:
+                hint = None
+            if hint:
+                raise _Fail(f"shape mismatch ({error}). On a network of equal widths your function runs, and its "
+                            f"result says why: {hint}") from None
+            raise _Fail(f"shape mismatch ({error}). Walk the layers from the last to the first, pair each W_l, of "
+                        "shape (out, in), with that layer's own output h_l, and note that x and grad_output are 1-d "
+                        f"vectors, of shapes {tuple(x.shape)} and {tuple(grad_output.shape)}.") from None
         if not isinstance(got, torch.Tensor):
             raise _Fail(f"return a tensor; got {type(got).__name__}")
         if got.shape != want.shape:
             raise _Fail(f"dL/dx must have the shape of x, {tuple(want.shape)}; got {tuple(got.shape)}")
-        got = got.to(want.dtype)
-        if torch.allclose(got, want, rtol=1e-4, atol=1e-6):
+        if torch.allclose(got.to(want.dtype), want, rtol=1e-4, atol=1e-6):
             return "your Jacobian product matches autograd."
-        no_derivative = grad_output.clone()
-        for w in reversed(weights):
-            no_derivative = w.T @ no_derivative
-        if torch.allclose(got, no_derivative, rtol=1e-4, atol=1e-6):
-            raise _Fail("you multiplied by the weights only. Each layer's Jacobian is diag(tanh'(z_l)) W_l, "
-                        "with tanh'(z) = 1 - tanh(z)^2 evaluated at that layer's pre-activation z_l.")
-        raise _Fail("the values differ from autograd. Run the forward pass first and keep every h_l; then, "
-                    "from the output back, g <- W_l.T @ ((1 - h_l**2) * g).")
+        raise _Fail(mistake(got, weights, x, grad_output) or (
+            "the values differ from autograd. Layer l computes h_l = tanh(z_l) with z_l = W_l h_{l-1}, so its "
+            "Jacobian is J_l = diag(tanh'(z_l)) W_l and dL/dx = J_1^T J_2^T ... J_L^T grad_output. Check each "
+            "factor: is it tanh's slope, and does it use the activation of its own layer?"))
 
     return _run_check("check_input_gradient", check, strict)
 
@@ -195,9 +294,10 @@ def check_input_gradient(
 
 _Call = tuple[nn.Module, torch.Tensor, torch.Tensor]  # (module, its input, its output)
 
-# (in_channels, out_channels, stride) of the blocks tested. The first keeps the shape; the last two change only the
-# width or only the map, where a shortcut written for the usual stride-2 doubling breaks.
-_BLOCK_CASES = ((16, 16, 1), (16, 32, 2), (16, 32, 1), (16, 16, 2))
+# (in_channels, out_channels, stride) of the blocks tested. The first keeps the shape; the next two change only the
+# width or only the map, where a shortcut written for the usual stride-2 doubling breaks; the last doubles another
+# width, where a shortcut written for 16 input channels breaks.
+_BLOCK_CASES = ((16, 16, 1), (16, 32, 2), (16, 32, 1), (16, 16, 2), (32, 64, 2))
 _SHORTCUT_TASKS = {  # what the shortcut must do where the shape changes
     (16, 32, 2): ("the map halves and the width doubles: keep every second pixel, x[:, :, ::2, ::2], and add 16 zero "
                   "channels (option A), or a 1x1 convolution with stride 2 + BatchNorm (option B)"),
@@ -205,7 +305,14 @@ _SHORTCUT_TASKS = {  # what the shortcut must do where the shape changes
                   "16 zero channels (option A), or a 1x1 convolution with stride 1 + BatchNorm (option B)"),
     (16, 16, 2): ("the map halves while the width stays: keep every second pixel, x[:, :, ::2, ::2], and add no "
                   "channel (option A), or a 1x1 convolution with stride 2 + BatchNorm (option B)"),
+    (32, 64, 2): ("the map halves and the width doubles from 32, as in stage 3: keep every second pixel and add "
+                  "out_channels - in_channels = 32 zero channels, a number computed from the arguments, not one "
+                  "written for 16 -> 32 (option A), or a 1x1 convolution with stride 2 + BatchNorm (option B)"),
 }
+
+_REASSIGNED_INPUT = ("the shortcut must take the block's input x, but yours receives a tensor of the branch: did you "
+                     "reassign x in forward, e.g. x = relu(bn1(conv1(x)))? Keep the input under its own name "
+                     "(identity = x) and name the branch's tensors differently (out).")
 
 
 def _calls(block: nn.Module, x: torch.Tensor) -> list[_Call]:
@@ -219,6 +326,56 @@ def _calls(block: nn.Module, x: torch.Tensor) -> list[_Call]:
         for hook in hooks:
             hook.remove()
     return calls
+
+
+def _shortcut_takes_a_branch_tensor(block_class: Callable[..., nn.Module]) -> bool:
+    """Whether the learner's 16 -> 16 block adds a tensor of its branch instead of its input (x reassigned in forward).
+
+    Its output is compared with relu(branch + t) for t the first convolution's output, that after its BatchNorm, and
+    that after the ReLU; the branch is the second convolution's output after its BatchNorm.
+    """
+    outputs: list[torch.Tensor] = []
+    try:
+        block = block_class(16, 16, 1)
+        block.register_forward_hook(lambda module, inputs, output: outputs.append(output))
+        with torch.no_grad():
+            calls = _calls(block, torch.randn(2, 16, 8, 8))
+    except Exception:  # the caller reports the learner's error
+        return False
+    conv_outputs = [output for module, _, output in calls if _is_3x3(module)]
+    if len(conv_outputs) != 2 or not isinstance(outputs[0], torch.Tensor):
+        return False
+
+    def normalised(conv_output: torch.Tensor) -> torch.Tensor:  # the BatchNorm's output if one follows the conv
+        return next((output for module, bn_input, output in calls
+                     if isinstance(module, nn.BatchNorm2d) and _shares_memory(bn_input, conv_output)), conv_output)
+
+    first, branch = normalised(conv_outputs[0]), normalised(conv_outputs[1])
+    return any(torch.allclose(outputs[0], F.relu(branch + t), atol=1e-5)
+               for t in (conv_outputs[0], first, F.relu(first)) if t.shape == branch.shape)
+
+
+def _unused_parameters(block: nn.Module, x: torch.Tensor) -> dict[str, int]:
+    """Name -> parameter count of the submodules that ``block(x)`` never calls."""
+    called: set[nn.Module] = set()
+    hooks = [m.register_forward_hook(lambda module, inputs, output: called.add(module)) for m in block.modules()]
+    try:
+        with torch.no_grad():
+            block(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return {name: sum(p.numel() for p in m.parameters(recurse=False)) for name, m in block.named_modules()
+            if m not in called and any(True for _ in m.parameters(recurse=False))}
+
+
+def _functional_layers(block: nn.Module, x: torch.Tensor, called: list[nn.Module]) -> list[str]:
+    """The functions among F.conv2d and F.batch_norm that ``block(x)`` calls directly, not through a module."""
+    with torch.no_grad(), _TorchCalls() as torch_calls:
+        block(x)
+    modules = {F.conv2d: nn.Conv2d, F.batch_norm: nn.BatchNorm2d}
+    return [f"F.{function.__name__}" for function, module_type in modules.items()
+            if torch_calls.functions.count(function) > sum(isinstance(m, module_type) for m in called)]
 
 
 def _is_3x3(module: nn.Module) -> bool:
@@ -352,14 +509,16 @@ def _outputs_with_reference(
 def check_basic_block(block_class: Callable[..., nn.Module], strict: bool = False) -> bool:
     """Check a learner's ``BasicBlock(in_channels, out_channels, stride=1)`` with shortcut A or B.
 
-    Its two 3x3 convolutions are taken as the residual branch. Four shapes are tested: 16 -> 16 channels at stride
-    1, 16 -> 32 at stride 2, and the two a shortcut written only for that doubling breaks on, 16 -> 32 at stride 1
-    (the source article's 64 -> 128) and 16 -> 16 at stride 2. For each: the output shape, BatchNorm (PyTorch's eps
-    and momentum convention), the stride on the first 3x3, the parameter count against
-    ``resnet_lab.blocks.BasicBlock`` with the same shortcut, gradient through the shortcut when the 3x3 weights are
-    zero, and the computation itself against that block with the same weights and non-trivial BatchNorms:
-    BatchNorm and ReLU placement and the shortcut. Option A may put its zero channels anywhere; a projection in
-    every block (option C) gets a hint.
+    Its two 3x3 convolutions (nn.Conv2d modules, found by type like the BatchNorm2d modules) are taken as the
+    residual branch. Five shapes are tested: 16 -> 16 channels at stride 1, 16 -> 32 at stride 2, the two a shortcut
+    written only for that doubling breaks on, 16 -> 32 at stride 1 (the source article's 64 -> 128) and 16 -> 16 at
+    stride 2, and 32 -> 64 at stride 2, which a shortcut written for 16 input channels breaks on. For each: the
+    output shape, BatchNorm (PyTorch's eps and momentum convention), the stride on the first 3x3, the parameter
+    count against ``resnet_lab.blocks.BasicBlock`` with the same shortcut, gradient through the shortcut when the
+    3x3 weights are zero, and the computation itself against that block with the same weights and non-trivial
+    BatchNorms: BatchNorm and ReLU placement and the shortcut. Option A may put its zero channels anywhere; a
+    projection in every block (option C), a projection created but not called, and a shortcut fed a tensor of the
+    branch (x reassigned in forward) get a hint.
     """
     from .blocks import BasicBlock
 
@@ -380,6 +539,9 @@ def check_basic_block(block_class: Callable[..., nn.Module], strict: bool = Fals
             try:
                 out = block(x)
             except RuntimeError as error:
+                if case in _SHORTCUT_TASKS and _shortcut_takes_a_branch_tensor(block_class):
+                    raise _Fail(f"with {in_channels} -> {out_channels} channels and stride {stride} the forward pass "
+                                f"fails ({error}): {_REASSIGNED_INPUT}") from None
                 if case in _SHORTCUT_TASKS:
                     raise _Fail(f"with {in_channels} -> {out_channels} channels and stride {stride} the forward pass "
                                 f"fails ({error}). When the shape changes the shortcut must change it too; here "
@@ -395,6 +557,12 @@ def check_basic_block(block_class: Callable[..., nn.Module], strict: bool = Fals
             called = [module for module, _, _ in _calls(block, x)]
             convs = [m for m in called if _is_3x3(m)]
             batchnorms = [m for m in called if isinstance(m, nn.BatchNorm2d)]
+            functional = _functional_layers(block, x, called) if len(convs) < 2 or not batchnorms else []
+            if functional:
+                raise _Fail(f"your block calls {' and '.join(functional)} directly. The checker finds the layers by "
+                            "their module type, so build the block from nn.Conv2d and nn.BatchNorm2d modules "
+                            "(self.conv1 = nn.Conv2d(...), self.bn1 = nn.BatchNorm2d(...)), as torchvision does, not "
+                            "from functions with parameters of your own.")
             if not batchnorms:
                 raise _Fail("no BatchNorm: follow each 3x3 convolution with nn.BatchNorm2d (He et al. 2016 put BN "
                             "after every convolution, before the activation).")
@@ -417,6 +585,15 @@ def check_basic_block(block_class: Callable[..., nn.Module], strict: bool = Fals
                             "there alone (B).")
             reference = BasicBlock(in_channels, out_channels, stride, shortcut="B" if projection else "A")
             ours, theirs = _count(reference), _count(block)
+            if theirs != ours and _shortcut_takes_a_branch_tensor(block_class):
+                raise _Fail(_REASSIGNED_INPUT)
+            unused = _unused_parameters(block, x) if theirs != ours else {}
+            if unused:
+                raise _Fail(f"{in_channels} -> {out_channels}, stride {stride}: your block holds "
+                            f"{sum(unused.values()):,} parameters in modules its forward never calls "
+                            f"({', '.join(unused)}): a projection created in every block but used only where the "
+                            "shape changes? Create it only where the shape changes; parameters that are never used "
+                            "are still counted, saved and handed to the optimizer.")
             if theirs != ours:
                 bias = any(m.bias is not None for m in convs)
                 hint = " Convolutions followed by BatchNorm need no bias (bias=False)." if bias else ""
@@ -443,6 +620,8 @@ def check_basic_block(block_class: Callable[..., nn.Module], strict: bool = Fals
             packages_placement &= input_first
             if torch.allclose(got, want, atol=1e-5):
                 continue
+            if _shortcut_takes_a_branch_tensor(block_class):
+                raise _Fail(_REASSIGNED_INPUT)
             if (got < 0).any():
                 raise _Fail("the output has negative values: apply the ReLU after the addition, "
                             "out = relu(bn2(conv2(...)) + shortcut(x)), not to the branch before it.")
@@ -471,68 +650,80 @@ def _count(module: nn.Module) -> int:
 # ---------------------------------------------------------------------------------------------- notebook 03
 
 
+class _ParamCount(NamedTuple):
+    """The learner's count and the network's for one n, with the sizes the typical mistakes are made of."""
+
+    n: int
+    got: int
+    want: int
+    batchnorm: int  # parameters of all BatchNorms
+    batchnorms: int  # how many BatchNorms
+    conv_channels: int  # output channels of all convolutions, the number of their biases
+
+
 def check_cifar_param_count(param_count: Callable[[int], int], strict: bool = False) -> bool:
     """Check ``param_count(n)``: parameters of the CIFAR ResNet with ``n`` blocks per stage (depth 6n+2, shortcut A).
 
     Compared with ``resnet_lab.models.cifar_resnet(6n + 2)`` for several ``n``; any integer type is accepted (NumPy's
-    too). Typical mistakes (BatchNorm left out or its running statistics counted, the classifier's bias, the stem or
-    its BatchNorm, the first block of a stage changing the width) get their own hint.
+    too). Typical mistakes (BatchNorm left out, counted as C or with its running statistics, conv biases, the
+    classifier's bias, the stem or its BatchNorm, the first block of a stage changing the width) get their own hint,
+    each only where it explains the difference for every n tested.
     """
     from .models import cifar_resnet
 
     def check() -> str:
+        counts = []
         for n in (1, 2, 3, 9, 18):
             model = cifar_resnet(6 * n + 2)
-            want = _count(model)
-            got = _as_int(param_count(n))
-            if got == want:
-                continue
             norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-            batchnorm = sum(_count(m) for m in norms)
-            missing = want - got
-            if missing == batchnorm:
-                raise _Fail(f"n={n}: {got:,} is short by exactly the BatchNorm parameters ({batchnorm:,}): every "
-                            "BatchNorm2d(C) has a scale and a shift per channel, 2C parameters.")
-            if missing in (-batchnorm, -batchnorm - len(norms)):  # with or without num_batches_tracked
-                raise _Fail(f"n={n}: {got:,} is {-missing:,} too many, the size of the BatchNorms' running "
-                            "statistics. A BatchNorm's running mean and variance are buffers, not parameters: "
-                            "averages of the data, updated by the forward pass, not by the optimizer. A "
-                            "BatchNorm2d(C) has 2C parameters, its scale and shift.")
-            if missing == 10:
-                raise _Fail(f"n={n}: {got:,} is short by 10 — the classifier's bias (Linear(64, 10) has 64*10 + 10).")
-            if missing == 650:
-                raise _Fail(f"n={n}: {got:,} is short by 650 — the classifier Linear(64, 10).")
-            stem = {32: "the stem's BatchNorm: BatchNorm2d(16) has 32 parameters",
+            convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+            counts.append(_ParamCount(n, _as_int(param_count(n)), _count(model), sum(_count(m) for m in norms),
+                                      len(norms), sum(m.out_channels for m in convs)))
+        wrong = [count for count in counts if count.got != count.want]
+        if not wrong:
+            return "your formula matches the networks for n = 1, 2, 3, 9, 18 (ResNet-8 to ResNet-110)."
+
+        def always(missing: Callable[[_ParamCount], int]) -> bool:
+            """Whether the count is short by ``missing(count)`` (too high if negative) for every n tested."""
+            return all(count.want - count.got == missing(count) for count in counts)
+
+        n, got, want, batchnorm = wrong[0][:4]
+        if always(lambda count: count.batchnorm):
+            raise _Fail(f"n={n}: {got:,} is short by exactly the BatchNorm parameters ({batchnorm:,}), for every n: "
+                        "every BatchNorm2d(C) has a scale and a shift per channel, 2C parameters.")
+        if always(lambda count: count.batchnorm // 2):
+            raise _Fail(f"n={n}: {got:,} is short by half the BatchNorm parameters ({batchnorm // 2:,}), for every "
+                        "n: a BatchNorm2d(C) has two parameters per channel, a scale and a shift, 2C in all.")
+        # running mean and variance, without or with each BatchNorm's num_batches_tracked
+        if always(lambda count: -count.batchnorm) or always(lambda count: -count.batchnorm - count.batchnorms):
+            raise _Fail(f"n={n}: {got:,} is {got - want:,} too many, the size of the BatchNorms' running "
+                        "statistics. A BatchNorm's running mean and variance are buffers, not parameters: "
+                        "averages of the data, updated by the forward pass, not by the optimizer. A "
+                        "BatchNorm2d(C) has 2C parameters, its scale and shift.")
+        if always(lambda count: -count.conv_channels):
+            raise _Fail(f"n={n}: {got:,} is {got - want:,} too many, one per output channel of every convolution, "
+                        "for every n: conv biases. A convolution followed by BatchNorm has no bias (bias=False): the "
+                        "BatchNorm subtracts the channel's mean, bias included, and adds its own shift.")
+        constant = {10: "the classifier's bias (Linear(64, 10) has 64*10 + 10)",
+                    650: "the classifier Linear(64, 10)",
+                    32: "the stem's BatchNorm: BatchNorm2d(16) has 32 parameters",
                     432: "the stem's 3x3 conv from 3 to 16 channels: 9 * 3 * 16 = 432 weights",
                     464: "the stem: a 3x3 conv from 3 to 16 channels (432 weights) and its BatchNorm (32)"}
-            if missing in stem:
-                raise _Fail(f"n={n}: {got:,} is short by {missing} — {stem[missing]}.")
-            if missing == -(9 * 16 * 32 + 9 * 32 * 64):  # stage widths used for the first convs' inputs too
-                raise _Fail(f"n={n}: {got:,} vs {want:,}: the first block of stages 2 and 3 maps the *previous* width "
-                            "to the new one (16 -> 32, 32 -> 64) in its first conv; the others keep the width.")
-            off = f"{missing:,} short" if missing > 0 else f"{-missing:,} too many"
-            raise _Fail(f"n={n} (depth {6 * n + 2}): you count {got:,}, the network has {want:,}: you are {off}. "
-                        "Count 3x3 conv weights (9 * C_in * C_out, no bias), 2C per BatchNorm, the stem and the "
-                        "classifier; shortcut A adds none.")
-        return "your formula matches the networks for n = 1, 2, 3, 9, 18 (ResNet-8 to ResNet-110)."
+        for missing, what in constant.items():
+            if always(lambda count, missing=missing: missing):
+                raise _Fail(f"n={n}: {got:,} is short by {missing} — {what}.")
+        if always(lambda count: -(9 * 16 * 32 + 9 * 32 * 64)):  # stage widths used for the first convs' inputs too
+            raise _Fail(f"n={n}: {got:,} vs {want:,}: the first block of stages 2 and 3 maps the *previous* width "
+                        "to the new one (16 -> 32, 32 -> 64) in its first conv; the others keep the width.")
+        off = f"{want - got:,} short" if want > got else f"{got - want:,} too many"
+        raise _Fail(f"n={n} (depth {6 * n + 2}): you count {got:,}, the network has {want:,}: you are {off}. "
+                    "Count 3x3 conv weights (9 * C_in * C_out, no bias), 2C per BatchNorm, the stem and the "
+                    "classifier; shortcut A adds none.")
 
     return _run_check("check_cifar_param_count", check, strict)
 
 
 # ---------------------------------------------------------------------------------------------- notebook 04
-
-
-class _CountTorchCalls(TorchFunctionMode):
-    """Counts the torch functions and tensor methods called inside ``with`` (not those torch calls itself)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls = 0
-
-    def __torch_function__(self, func: Callable[..., object], types: object, args: tuple = (),
-                           kwargs: dict | None = None) -> object:
-        self.calls += 1
-        return func(*args, **(kwargs or {}))
 
 
 def check_batch_flip(flip_batch: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], strict: bool = False) -> bool:
@@ -548,8 +739,21 @@ def check_batch_flip(flip_batch: Callable[[torch.Tensor, torch.Tensor], torch.Te
         images = torch.randint(0, 256, (6, 3, 5, 7), generator=generator, dtype=torch.uint8)
         flip = torch.tensor([True, False, True, True, False, False])
         given = images.clone()
-        with _CountTorchCalls() as small:
-            got = flip_batch(given, flip.clone())
+        mask_hint = ("give the mask one dimension per image dimension, flip[:, None, None, None] or "
+                     "flip.view(-1, 1, 1, 1), shape (N, 1, 1, 1): broadcasting lines shapes up from the last "
+                     "dimension, so a mask of shape (N,) or (N, 1) meets the width and the height, not the batch.")
+        try:
+            with _TorchCalls() as small:
+                got = flip_batch(given, flip.clone())
+        except ValueError as error:
+            if "step must be greater than zero" not in str(error):
+                raise
+            raise _Fail(f"{error}: PyTorch has no negative slicing steps (images[..., ::-1] is NumPy's way). "
+                        "Reverse the width with images.flip(-1).") from None
+        except RuntimeError as error:
+            if not any(word in str(error) for word in ("must match the size", "broadcast", "expanded size")):
+                raise
+            raise _Fail(f"a broadcasting error ({error}): {mask_hint}") from None
         if not isinstance(got, torch.Tensor) or got.shape != images.shape:
             raise _Fail(f"return a tensor of the input's shape {tuple(images.shape)}")
         if got.dtype != images.dtype:
@@ -560,18 +764,26 @@ def check_batch_flip(flip_batch: Callable[[torch.Tensor, torch.Tensor], torch.Te
             if got.data_ptr() == given.data_ptr() or not torch.equal(given, images):
                 raise _Fail("you changed the input in place; return a new tensor (the loader reuses its images)")
             many, many_flips = images.repeat(10, 1, 1, 1), flip.repeat(10)
-            with _CountTorchCalls() as large:
+            with _TorchCalls() as large:
                 flip_batch(many, many_flips)
-            if large.calls > small.calls:
-                raise _Fail(f"the values are right, but a batch 10 times larger takes {large.calls} torch calls "
-                            f"instead of {small.calls}: no Python loop over the batch. Use one tensor expression, "
-                            "torch.where with a (N, 1, 1, 1) mask.")
+            if len(large.functions) > len(small.functions):
+                raise _Fail(f"the values are right, but a batch 10 times larger takes {len(large.functions)} torch "
+                            f"calls instead of {len(small.functions)}: no Python loop over the batch. Use one tensor "
+                            "expression, torch.where with a (N, 1, 1, 1) mask.")
             return "per-sample horizontal flips, batched."
         if torch.equal(got, images.flip(-1)):
             raise _Fail("you flipped every image; flip only those where `flip` is True (torch.where broadcasts "
                         "a (N, 1, 1, 1) mask over the batch).")
         if torch.equal(got, torch.where(flip[:, None, None, None], images.flip(-2), images)):
             raise _Fail("that is an upside-down (vertical) flip: mirror the width, the last dimension.")
+        reversed_dims = {0: "dim 0, the order of the images in the batch",
+                         1: "dim 1, the channels (torch.fliplr reverses dim 1: left-right for a (H, W) image, but the "
+                            "channels of an (N, C, H, W) batch)"}
+        for dim, what in reversed_dims.items():
+            if torch.equal(got, images.flip(dim)) or torch.equal(
+                    got, torch.where(flip[:, None, None, None], images.flip(dim), images)):
+                raise _Fail(f"you reversed {what}. In (N, C, H, W) the width is the last dimension: mirror it with "
+                            "images.flip(-1).")
         if torch.equal(got, torch.where(~flip[:, None, None, None], images.flip(-1), images)):
             raise _Fail("you flipped exactly the images that should stay as they are: check the mask.")
         raise _Fail("some images differ from a left-right mirror of the flagged images (and copies of the rest).")
@@ -609,7 +821,15 @@ def check_filter_normalize(
         direction = {name: torch.randn(p.shape, generator=generator) for name, p in model.named_parameters()}
         want = filter_normalize(direction, model)
         given = {name: d.clone() for name, d in direction.items()}
-        got = filter_normalize_fn(given, model)
+        try:
+            got = filter_normalize_fn(given, model)
+        except RuntimeError as error:
+            if "dim must be a 2-tuple" not in str(error):
+                raise
+            raise _Fail(f"{error}. Tensor.norm with a tuple of dims computes a matrix norm, which takes exactly 2 "
+                        "dims; a conv weight's filters span 3 (dims 1, 2, 3). Flatten each filter first, "
+                        "d.flatten(1).norm(dim=1), shape (filters,), or use torch.linalg.vector_norm(d, dim=(1, 2, 3), "
+                        "keepdim=True), shape (filters, 1, 1, 1).") from None
         if not isinstance(got, dict):
             raise _Fail(f"return a dict {{parameter name: tensor}} like the direction; got {type(got).__name__}")
         if got is given or given.keys() != direction.keys() or not all(
@@ -636,6 +856,11 @@ def check_filter_normalize(
                             "(each slice along dim 0, one output channel), so that every filter of the direction has "
                             "the norm of the same filter of the weight: filters of very different sizes stay "
                             "comparable.")
+            if torch.allclose(F.cosine_similarity(g.flatten(1), weight.flatten(1), dim=1), torch.ones(len(g)),
+                              atol=1e-4):
+                raise _Fail(f"the filters of result[{name!r}] point along the weight's filters w_i, not along the "
+                            "direction's: did you swap the two? Keep the direction's filters and give them the "
+                            "weight's norms: d_i * ||w_i|| / ||d_i||.")
             if torch.allclose(_filter_norms(g), torch.ones(len(g)), rtol=1e-4):
                 raise _Fail(f"every filter of result[{name!r}] has norm 1; it should have the norm of the weight's "
                             "filter, ||w_i||, so that a step alpha moves each filter in proportion to its own size.")

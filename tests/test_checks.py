@@ -579,3 +579,280 @@ def test_basic_block_accepts_equivalent_shortcuts(candidate, capsys):
 def test_basic_block_pass_message_calls_the_zero_channel_placement_a_convention(capsys):
     assert checks.check_basic_block(ZeroChannelsOnBothSides, strict=True)
     assert "convention" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------ learner review
+
+
+class ShortcutPadsSixteen(BlockLayersForward):
+    """Zero-padding written for 16 -> 32 only: always 16 new channels."""
+
+    def shortcut(self, x):
+        x = x[:, :, :: self.stride, :: self.stride]
+        return F.pad(x, (0, 0, 0, 0, 0, 16)) if self.extra else x
+
+
+class FunctionalLayers(nn.Module):
+    """A correct shortcut-A block written with F.conv2d and F.batch_norm and parameters of its own."""
+
+    def __init__(self, in_channels, out_channels, stride=1):
+        super().__init__()
+        self.w1 = nn.Parameter(torch.randn(out_channels, in_channels, 3, 3) * (2 / (9 * in_channels)) ** 0.5)
+        self.w2 = nn.Parameter(torch.randn(out_channels, out_channels, 3, 3) * (2 / (9 * out_channels)) ** 0.5)
+        self.g1, self.b1 = nn.Parameter(torch.ones(out_channels)), nn.Parameter(torch.zeros(out_channels))
+        self.g2, self.b2 = nn.Parameter(torch.ones(out_channels)), nn.Parameter(torch.zeros(out_channels))
+        for i in (1, 2):
+            self.register_buffer(f"mean{i}", torch.zeros(out_channels))
+            self.register_buffer(f"var{i}", torch.ones(out_channels))
+        self.stride, self.extra = stride, out_channels - in_channels
+
+    def forward(self, x):
+        out = F.conv2d(x, self.w1, stride=self.stride, padding=1)
+        out = F.relu(F.batch_norm(out, self.mean1, self.var1, self.g1, self.b1, self.training))
+        out = F.batch_norm(F.conv2d(out, self.w2, padding=1), self.mean2, self.var2, self.g2, self.b2, self.training)
+        return F.relu(out + F.pad(x[:, :, :: self.stride, :: self.stride], (0, 0, 0, 0, 0, self.extra)))
+
+
+class FunctionalBatchNorm(BlockLayers):
+    """nn.Conv2d modules, but F.batch_norm with bn1's and bn2's tensors."""
+
+    def forward(self, x):
+        def norm(bn, t):
+            return F.batch_norm(t, bn.running_mean, bn.running_var, bn.weight, bn.bias, self.training)
+
+        out = norm(self.bn2, self.conv2(F.relu(norm(self.bn1, self.conv1(x)))))
+        return F.relu(out + self.shortcut(x))
+
+
+class ReassignsInput(BlockLayers):
+    """Shortcut A fed the branch's tensor: x is reassigned in forward."""
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(x))
+        return F.relu(out + self.shortcut(x))
+
+
+class ProjectionBlock(nn.Module):
+    """Shortcut B: a projection where the shape changes, the identity elsewhere."""
+
+    def __init__(self, in_channels, out_channels, stride=1, always_project=False):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.changes_shape = stride != 1 or in_channels != out_channels
+        self.shortcut = nn.Identity()
+        if self.changes_shape or always_project:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
+                                          nn.BatchNorm2d(out_channels))
+
+
+class ReassignsInputB(ProjectionBlock):
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(x)) + x)
+
+
+class ProjectionCreatedEverywhereUsedWhereNeeded(ProjectionBlock):
+    def __init__(self, in_channels, out_channels, stride=1):
+        super().__init__(in_channels, out_channels, stride, always_project=True)
+
+    def forward(self, x):
+        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        return F.relu(out + (self.shortcut(x) if self.changes_shape else x))
+
+
+@pytest.mark.parametrize(
+    "wrong, hint",
+    [
+        (ShortcutPadsSixteen, "32 -> 64 channels and stride 2 the forward pass fails"),
+        (ShortcutPadsSixteen, "a number computed from the arguments"),
+        (FunctionalLayers, "finds the layers by their module type"),
+        (FunctionalLayers, "F.conv2d and F.batch_norm"),
+        (FunctionalBatchNorm, "build the block from nn.Conv2d and nn.BatchNorm2d modules"),
+        (ReassignsInput, "did you reassign x in forward"),
+        (ReassignsInputB, "did you reassign x in forward"),
+        (ProjectionCreatedEverywhereUsedWhereNeeded, "288 parameters in modules its forward never calls"),
+    ],
+)
+def test_basic_block_learner_review_mistakes_get_their_hint(wrong, hint, capsys):
+    assert checks.check_basic_block(wrong) is False
+    assert hint in capsys.readouterr().out
+
+
+def forward_activations(weights, x):
+    hs = [x]
+    for w in weights:
+        hs.append(torch.tanh(w @ hs[-1]))
+    return hs
+
+
+def slope_at_layer_input(weights, x, grad_output):
+    hs, g = forward_activations(weights, x), grad_output
+    for layer in reversed(range(len(weights))):
+        g = weights[layer].T @ ((1 - hs[layer] ** 2) * g)
+    return g
+
+
+def slope_after_transpose(weights, x, grad_output):
+    hs, g = forward_activations(weights, x), grad_output
+    for layer in reversed(range(len(weights))):
+        g = (weights[layer].T @ g) * (1 - hs[layer] ** 2)
+    return g
+
+
+def layers_in_forward_order(weights, x, grad_output):
+    hs, g = forward_activations(weights, x), grad_output
+    for layer in range(len(weights)):
+        g = weights[layer].T @ ((1 - hs[layer + 1] ** 2) * g)
+    return g
+
+
+def column_vectors_with_mm(weights, x, grad_output):
+    hs, g = forward_activations(weights, x), grad_output
+    for w, h in zip(reversed(weights), reversed(hs[1:])):
+        g = torch.mm(w.T, (1 - h**2) * g)
+    return g
+
+
+def slope_at_pre_activation(weights, x, grad_output):
+    zs, h = [], x
+    for w in weights:
+        zs.append(w @ h)
+        h = torch.tanh(zs[-1])
+    g = grad_output
+    for w, z in zip(reversed(weights), reversed(zs)):
+        g = w.T @ ((1 - z**2) * g)
+    return g
+
+
+def without_slope_of_layer(skipped):
+    def input_gradient(weights, x, grad_output):
+        hs, g = forward_activations(weights, x), grad_output
+        for layer in reversed(range(len(weights))):
+            slope = 1 if layer == skipped else 1 - hs[layer + 1] ** 2
+            g = weights[layer].T @ (slope * g)
+        return g
+
+    return input_gradient
+
+
+def slope_without_transpose(weights, x, grad_output):
+    hs, g = forward_activations(weights, x), grad_output
+    for w, h in zip(reversed(weights), reversed(hs[1:])):
+        g = w @ ((1 - h**2) * g)
+    return g
+
+
+def sigmoid_slope(weights, x, grad_output):
+    hs, g = forward_activations(weights, x), grad_output
+    for w, h in zip(reversed(weights), reversed(hs[1:])):
+        g = w.T @ (h * (1 - h) * g)
+    return g
+
+
+@pytest.mark.parametrize(
+    "wrong, hint",
+    [
+        (slope_at_layer_input, "shifted by one layer"),
+        (slope_after_transpose, "shifted by one layer"),
+        (layers_in_forward_order, "from the first to the last"),
+        (column_vectors_with_mm, "x and grad_output are 1-d vectors"),
+        (slope_at_pre_activation, "at the pre-activation z_l"),
+        (without_slope_of_layer(0), "the first layer's slope is missing"),
+        (without_slope_of_layer(2), "the last layer's slope is missing"),
+        (slope_without_transpose, "the transpose is missing"),
+    ],
+)
+def test_input_gradient_learner_review_mistakes_get_their_hint(wrong, hint, capsys):
+    assert checks.check_input_gradient(wrong) is False
+    out = capsys.readouterr().out
+    assert hint in out
+    if wrong is not slope_without_transpose:  # a shape error used to be blamed on a missing transpose, always
+        assert "transpose" not in out
+
+
+def test_input_gradient_fallback_hint_does_not_give_the_solution_away(capsys):
+    assert checks.check_input_gradient(sigmoid_slope) is False
+    out = capsys.readouterr().out
+    assert "differ from autograd" in out and "tanh's slope" in out
+    assert "W_l.T @" not in out
+
+
+def channels_by_fliplr(images, flip):
+    return torch.where(flip[:, None, None, None], torch.fliplr(images), images)
+
+
+@pytest.mark.parametrize(
+    "wrong, hint",
+    [
+        (channels_by_fliplr, "torch.fliplr reverses dim 1"),
+        (lambda images, flip: torch.where(flip[:, None, None, None], images.flip(1), images), "dim 1, the channels"),
+        (lambda images, flip: torch.where(flip[:, None, None, None], images.flip(0), images), "dim 0, the order"),
+        (lambda images, flip: torch.where(flip[:, None, None, None], images[..., ::-1], images),
+         "no negative slicing steps"),
+        (lambda images, flip: torch.where(flip[:, None], images.flip(-1), images), "a broadcasting error"),
+    ],
+)
+def test_batch_flip_learner_review_mistakes_get_their_hint(wrong, hint, capsys):
+    assert checks.check_batch_flip(wrong) is False
+    assert hint in capsys.readouterr().out
+
+
+def filter_normalize_by_tensor_norm(direction, model):
+    result = {}
+    for name, weight in model.named_parameters():
+        d, w = direction[name], weight.detach()
+        dims = tuple(range(1, d.dim()))
+        result[name] = d / d.norm(dim=dims, keepdim=True) * w.norm(dim=dims, keepdim=True) if dims else 0 * d
+    return result
+
+
+def filter_normalize_swapped(direction, model):
+    result = {}
+    for name, weight in model.named_parameters():
+        d, w = direction[name], weight.detach()
+        shape = (-1, *[1] * (d.dim() - 1))
+        result[name] = (w / w.flatten(1).norm(dim=1).view(shape) * d.flatten(1).norm(dim=1).view(shape)
+                        if d.dim() > 1 else torch.zeros_like(d))
+    return result
+
+
+@pytest.mark.parametrize(
+    "wrong, hint",
+    [
+        (filter_normalize_by_tensor_norm, "d.flatten(1).norm(dim=1)"),
+        (filter_normalize_swapped, "did you swap the two"),
+    ],
+)
+def test_filter_normalize_learner_review_mistakes_get_their_hint(wrong, hint, capsys):
+    assert checks.check_filter_normalize(wrong) is False
+    assert hint in capsys.readouterr().out
+
+
+def cifar_count_with_conv_biases(n):
+    return solutions.cifar_param_count(n) + 16 + 2 * n * (16 + 32 + 64)
+
+
+def cifar_count_with_one_parameter_per_batchnorm_channel(n):
+    return solutions.cifar_param_count(n) - (16 + 2 * n * (16 + 32 + 64))
+
+
+def cifar_count_with_classifier_from_16_channels(n):
+    return solutions.cifar_param_count(n) - 650 + 16 * 10 + 10  # 480 short: the BatchNorms' size at n = 1 only
+
+
+@pytest.mark.parametrize(
+    "wrong, hint",
+    [
+        (cifar_count_with_conv_biases, "conv biases"),
+        (cifar_count_with_one_parameter_per_batchnorm_channel, "half the BatchNorm parameters"),
+        (cifar_count_with_classifier_from_16_channels, "you are 480 short"),
+    ],
+)
+def test_cifar_param_count_diagnoses_hold_for_every_n(wrong, hint, capsys):
+    assert checks.check_cifar_param_count(wrong) is False
+    out = capsys.readouterr().out
+    assert hint in out and "exactly the BatchNorm parameters" not in out
