@@ -1,6 +1,7 @@
 """GPU benchmarks: epoch time of ResNet-20/56 per speed-up, and time to 91 % validation accuracy (fast recipe).
 
     python -m benchmarks.gpu --data /path/to/cifar               # writes benchmarks/RESULTS_GPU.md
+    python -m benchmarks.gpu --data DIR --out "$OUT/RESULTS_GPU.md"  # on a lent machine: only $OUT comes back
     python -m benchmarks.gpu --dry-run                           # every code path on the CPU with tiny sizes
 
 Epoch time: one pass over the training images (full batches of 128, ``drop_last``), after ``--warmup`` untimed
@@ -213,6 +214,12 @@ def main(argv: list[str] | None = None) -> Path:
     else:
         parser.error("no CUDA GPU found; this benchmark needs one (use --dry-run to check the code on the CPU)")
     given = None if args.dry_run else args.data or os.environ.get(DATA_ENV) or None
+    given_data = None
+    if given:  # read the data first: a wrong path fails before any GPU time is spent
+        try:
+            given_data = load_cifar10(given)
+        except (OSError, ValueError) as error:
+            parser.error(f"--data {given}: {error}")
     sections = [["# resnet-lab GPU benchmarks", "", *machine_header(device),
                  f"- Command: `python -m benchmarks.gpu {' '.join(sys.argv[1:] if argv is None else argv)}`"]]
 
@@ -223,7 +230,7 @@ def main(argv: list[str] | None = None) -> Path:
     write()
     with tempfile.TemporaryDirectory(prefix="resnet_lab_gpu_") as temp:
         folder = Path(given) if given else make_image_folder(Path(temp), settings["synthetic_images"])
-        data = load_cifar10(folder, cache=None if given else False)
+        data = given_data if given else load_cifar10(folder, cache=False)
         if not args.skip_epochs:
             source = folder if given else f"a synthetic folder of {settings['synthetic_images']} PNGs (not CIFAR-10)"
             section = ["## Epoch time", "", f"Training images: {source}; batch {settings['batch_size']}, full "
@@ -259,6 +266,7 @@ def main(argv: list[str] | None = None) -> Path:
             sections.append(["## Time to accuracy", "", f"`fit(recipe='fast')` on {split}; validation accuracy "
                              "with test-time flip, checked after every epoch.", "", *_accuracy_table(result)])
         write()
+    print(args.out.read_text(), end="")  # the tables in the log too
     print(f"wrote {args.out}")
     return args.out
 

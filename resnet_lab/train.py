@@ -203,7 +203,8 @@ def fit(
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+        if state["scaler"]:  # empty when saved without loss scaling: a CPU or bf16 run resumed in fp16 starts afresh
+            scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         history = state["history"]
         if progress and rank == 0:
@@ -362,7 +363,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="mixed precision: bfloat16 autocast, float16 on GPUs before Ampere (default: on for "
                              "CUDA and for CPUs with AMX; --no-amp: float32)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars or per-epoch lines")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (for logs: one line per epoch)")
     return parser
 
 
@@ -393,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the exit code (2 for bad arguments or missing data, 1 on divergence)."""
     from .data import load_cifar10
     from .models import build_model, count_parameters
-    from .runtime import seed_everything
+    from .runtime import pick_device, seed_everything
 
     parser = _parser()
     args = parser.parse_args(argv)
@@ -428,12 +429,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if model.fc.out_features != len(data.classes):  # the ImageNet nets: a new head, one output per class
             model.fc = nn.Linear(model.fc.in_features, len(data.classes))
         if rank == 0:
+            device = args.device or pick_device().type
             print(f"{args.model}: {count_parameters(model):,} parameters | {data} | recipe {args.recipe} | "
-                  f"{world} process(es)", flush=True)
+                  f"device {device} | {world} process(es)", flush=True)
+        epochs = args.epochs or RECIPES[args.recipe]["epochs"]
+        # without the progress bar, one line per epoch still goes to the log
+        log = (lambda record: print(_summary(record, epochs), flush=True)) if args.no_progress and rank == 0 else None
         try:
             fit(model, data, epochs=args.epochs, recipe=args.recipe, batch_size=args.batch_size, lr=args.lr,
                 warmup=args.warmup, device=args.device, amp=args.amp, compile=args.compile, out_dir=args.out,
-                resume=args.resume, seed=args.seed, progress=not args.no_progress, model_name=args.model)
+                resume=args.resume, seed=args.seed, progress=not args.no_progress, model_name=args.model,
+                on_epoch_end=log)
         except (FileExistsError, ValueError) as error:
             parser.error(str(error))
         except TrainingDiverged as error:

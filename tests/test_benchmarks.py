@@ -268,3 +268,11 @@ def test_time_to_accuracy_reports_not_reached_with_the_best_epoch(monkeypatch):
     result = gpu.time_to_accuracy(None, target=0.91, device=torch.device("cpu"), model_name="resnet8")
     assert not result["reached"] and result["epochs"] == 3 and result["best"] == 0.8
     assert "not reached in 3 epochs (best 80.00%)" in "\n".join(gpu._accuracy_table(result))
+
+
+def test_gpu_benchmark_refuses_a_wrong_data_path_before_writing_anything(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on the GPU machine: the data check comes next
+    with pytest.raises(SystemExit) as exit_info:
+        gpu.main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "G.md")])
+    assert exit_info.value.code == 2 and "--data" in capsys.readouterr().err
+    assert not (tmp_path / "G.md").exists()

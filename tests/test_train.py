@@ -347,6 +347,8 @@ def test_command_line_smoke_run_end_to_end(tmp_path):
                "--seed", "1", "--val-split", "100"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+    assert "device cpu" in done.stdout  # said once, at the start
+    assert "epoch 1/2 |" in done.stdout and "epoch 2/2 |" in done.stdout  # --no-progress: still a line per epoch
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["model"] == "resnet8" and metrics["data"] == "smoke" and len(metrics["epochs"]) == 2
     assert all(list(e) == list(METRICS_FIELDS) and 0 <= e["test_acc"] <= 1 for e in metrics["epochs"])
@@ -385,3 +387,17 @@ def test_live_curves_show_a_finished_run_that_fit_does_not_retrain(smoke, tmp_pa
                 on_epoch_end=LiveCurves("tiny", run_dir=tmp_path))  # the cell re-run: nothing left to train
     assert again == first and len(shown) == 1
     assert list(shown[0].axes[0].get_lines()[0].get_ydata()) == [r["train_loss"] for r in first]
+
+
+def test_a_run_saved_without_loss_scaling_resumes_in_float16(tmp_path, monkeypatch):
+    # e.g. started on a CPU in float32, continued on a T4, where fit trains in float16 with a GradScaler
+    smoke = make_smoke_cifar(train_per_class=10, test_per_class=2)  # 100 images, 2 steps an epoch: float16 is slow
+    interrupted = tiny_model()
+    interrupted.fc.register_forward_hook(FailAt(step=3, error=KeyboardInterrupt))  # during epoch 2
+    with pytest.raises(KeyboardInterrupt):
+        fit(interrupted, smoke, **dict(TINY, epochs=2), amp=False, out_dir=tmp_path)
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["scaler"] == {}
+    monkeypatch.setattr("resnet_lab.train.autocast_dtype", lambda device: torch.float16)
+    history = fit(tiny_model(), smoke, **dict(TINY, epochs=2), amp=True, out_dir=tmp_path, resume=True)
+    assert len(history) == 2 and 0 < history[-1]["train_loss"] < 10
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["scaler"]["scale"] > 0  # now it scales
