@@ -403,10 +403,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and args.device is not None and torch.device(args.device).index is not None:
+        parser.error(f"--device {args.device}: under torchrun every process takes its own GPU, cuda:LOCAL_RANK; "
+                     "pass --device cuda (or leave it out)")
     if world > 1 and not dist.is_initialized():  # started by torchrun: RANK, WORLD_SIZE, MASTER_ADDR/PORT are set
-        dist.init_process_group("nccl" if torch.cuda.is_available() and args.device != "cpu" else "gloo")
         if torch.cuda.is_available() and args.device != "cpu":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))  # before NCCL picks a device
+        dist.init_process_group("nccl" if torch.cuda.is_available() and args.device != "cpu" else "gloo")
     rank = dist.get_rank() if world > 1 else 0
     try:
         seed_everything(args.seed)  # same initial weights on every rank (DDP broadcasts rank 0's anyway)

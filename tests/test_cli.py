@@ -135,3 +135,11 @@ def test_an_interrupted_run_exits_130_and_resumes_to_the_weights_of_an_uninterru
     whole, cut = (torch.load(tmp_path / run / "checkpoint.pt", weights_only=True) for run in ("whole", "cut"))
     assert cut["epoch"] == 2 and whole["model"].keys() == cut["model"].keys()
     assert all(torch.equal(whole["model"][key], cut["model"][key]) for key in whole["model"])
+
+
+def test_under_torchrun_a_gpu_index_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it; refused before any process group is made
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    err = run_failing(["--smoke", "--device", "cuda:1", "--out", str(tmp_path / "run")], capsys)
+    assert "cuda:LOCAL_RANK" in err and "--device cuda" in err
