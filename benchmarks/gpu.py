@@ -40,6 +40,7 @@ if __package__ in (None, ""):  # run as a file: make the `benchmarks` package im
 from benchmarks.throughput import make_image_folder, standard_loader  # noqa: E402
 from resnet_lab.data import DATA_ENV, CifarData, load_cifar10  # noqa: E402
 from resnet_lab.loader import TensorLoader  # noqa: E402
+from resnet_lab.measure import synchronize  # noqa: E402
 from resnet_lab.models import build_model  # noqa: E402
 
 __all__ = ["Setup", "SETUPS", "epoch_seconds", "time_to_accuracy", "machine_header", "main"]
@@ -69,11 +70,6 @@ SETUPS = (
     Setup("TensorLoader, bf16, channels_last", "tensor", True, True, False),
     Setup("TensorLoader, bf16, channels_last, torch.compile", "tensor", True, True, True),
 )
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _step(model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device, setup: Setup) -> Callable:
@@ -112,12 +108,12 @@ def epoch_seconds(model_name: str, setup: Setup, *, folder: Path, data: CifarDat
         step(images, labels)
         if i + 1 >= warmup:
             break
-    _sync(device)
+    synchronize(device)
     count, start = 0, time.perf_counter()
     for images, labels in loader:
         step(images, labels)
         count += len(labels)
-    _sync(device)
+    synchronize(device)
     return time.perf_counter() - start, count
 
 
@@ -138,7 +134,7 @@ def time_to_accuracy(data: CifarData, *, target: float, device: torch.device, mo
     start = time.perf_counter()
 
     def on_epoch_end(record: dict) -> None:
-        _sync(device)
+        synchronize(device)
         log.append((record["epoch"], record["val_acc"], time.perf_counter() - start))
         print(f"  epoch {record['epoch']}: val acc {record['val_acc']:.4f} at {log[-1][2]:.1f} s", flush=True)
         if record["val_acc"] >= target:

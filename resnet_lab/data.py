@@ -1,8 +1,9 @@
 """Data for the notebooks: small offline toy problems and CIFAR-10 as uint8 tensors.
 
 ``load_cifar10()`` reads CIFAR-10 from the official pickled batches (``cifar-10-batches-py``, what torchvision's
-checksummed download unpacks) or from an image-folder tree ``train/<class>/*.png|jpg`` (optional ``test/<class>/``),
-decodes it once and caches the tensors outside the repository (``~/.cache/resnet_lab``, or ``RESNET_LAB_CACHE``).
+checksummed download unpacks) or from an image-folder tree ``train/<class>/*.png|jpg`` (optional ``test/<class>/``).
+An image folder is decoded once and its tensors cached outside the repository (``~/.cache/resnet_lab``, or
+``RESNET_LAB_CACHE``); the official batches are read directly, as they load in a fraction of a second.
 ``smoke=True`` returns a synthetic stand-in made on the fly, so tests and smoke-mode notebooks never download.
 Batching and augmentation live in :mod:`resnet_lab.loader`.
 """
@@ -34,6 +35,7 @@ CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 DATA_ENV, CACHE_ENV = "RESNET_LAB_DATA", "RESNET_LAB_CACHE"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+_OFFICIAL_FILES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch")
 _CACHE_VERSION = 1
 
 
@@ -89,7 +91,7 @@ class CifarData:
 
 
 def cache_dir() -> Path:
-    """Where decoded datasets are cached: ``$RESNET_LAB_CACHE``, else ``~/.cache/resnet_lab`` (never the repo)."""
+    """``$RESNET_LAB_CACHE``, else ``~/.cache/resnet_lab`` (never the repo): decoded image folders and downloads."""
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "resnet_lab").expanduser()
 
 
@@ -138,9 +140,19 @@ def _read_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return images, labels
 
 
+def _missing_official(folder: Path) -> list[str]:
+    """The official batch files (``data_batch_1..5``, ``test_batch``) that ``folder`` lacks."""
+    return [name for name in _OFFICIAL_FILES if not (folder / name).exists()]
+
+
 def _read_official(folder: Path) -> dict:
-    train = [_read_batch(folder / f"data_batch_{i}") for i in range(1, 6) if (folder / f"data_batch_{i}").exists()]
-    test = _read_batch(folder / "test_batch") if (folder / "test_batch").exists() else None
+    missing = _missing_official(folder)
+    if missing:  # an interrupted copy or unpack would otherwise train on a fraction of CIFAR-10
+        raise ValueError(f"{folder} lacks {', '.join(missing)} (an interrupted copy or unpack?); restore the missing "
+                         "files from your copy, or re-download with load_cifar10(data_dir, download=True) "
+                         "(command line: --download)")
+    train = [_read_batch(folder / f"data_batch_{i}") for i in range(1, 6)]
+    test = _read_batch(folder / "test_batch")
     classes = CIFAR10_CLASSES
     if (folder / "batches.meta").exists():
         try:
@@ -152,7 +164,7 @@ def _read_official(folder: Path) -> dict:
                              "restore it or delete it (the standard class names are then used)") from error
     return {"train_images": torch.cat([images for images, _ in train]),
             "train_labels": torch.cat([labels for _, labels in train]),
-            "test_images": None if test is None else test[0], "test_labels": None if test is None else test[1],
+            "test_images": test[0], "test_labels": test[1],
             "classes": list(classes)}
 
 
@@ -200,42 +212,48 @@ def _read_imagefolder(root: Path) -> dict:
 def _locate(root: Path) -> tuple[str, Path] | None:
     """``("cifar10", batches folder)`` or ``("imagefolder", root)`` for the layouts ``root`` may hold."""
     for folder in (root / "cifar-10-batches-py", root):
-        if (folder / "data_batch_1").exists():
+        if any((folder / name).exists() for name in _OFFICIAL_FILES):  # complete or not: _read_official checks
             return "cifar10", folder
     if (root / "train").is_dir():
         return "imagefolder", root
     return None
 
 
-def _fingerprint(source: str, folder: Path) -> str:
-    """Hash of the source's absolute path and every file's name, size and mtime: a changed file is a new key."""
-    if source == "cifar10":
-        paths = sorted(p for p in folder.iterdir() if p.is_file())
-    else:
-        paths = sorted(p for split in ("train", "test") if (folder / split).is_dir()
-                       for p in (folder / split).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
-    digest = hashlib.sha256(f"{_CACHE_VERSION}|{source}|{folder.resolve()}|{len(paths)}".encode())
+def _fingerprint(folder: Path) -> str:
+    """Hash of every image's path (relative to ``folder``), size and mtime: a changed file is a new key."""
+    paths = sorted(p for split in ("train", "test") if (folder / split).is_dir()
+                   for p in (folder / split).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+    digest = hashlib.sha256(f"{_CACHE_VERSION}|{len(paths)}".encode())
     for path in paths:
         stat = path.stat()
         digest.update(f"|{path.relative_to(folder)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
     return digest.hexdigest()[:24]
 
 
-def _read_cached(source: str, folder: Path, cache: Path | None) -> dict:
-    """The decoded dataset, from the cache when the fingerprint matches, else decoded now and cached."""
-    path = None if cache is None else cache / f"{source}-{_fingerprint(source, folder)}.pt"
-    if path is not None and path.exists():
+def _read_imagefolder_cached(folder: Path, cache: Path | None) -> dict:
+    """The decoded image folder, from ``cache`` when its files are unchanged, else decoded now and cached.
+
+    The cache file is ``imagefolder-<folder>-<contents>.pt`` (two hashes): writing a new one removes the folder's
+    older versions, so each image folder keeps one cache file.
+    """
+    if cache is None:
+        return _read_imagefolder(folder)
+    prefix = f"imagefolder-{hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:12]}"
+    path = cache / f"{prefix}-{_fingerprint(folder)}.pt"
+    if path.exists():
         try:
             return torch.load(path, weights_only=True)
         except Exception as error:  # a damaged cache is only a cache: rebuild it
             warnings.warn(f"ignoring unreadable cache {path} ({error}); decoding again", stacklevel=3)
-    arrays = _read_official(folder) if source == "cifar10" else _read_imagefolder(folder)
-    if path is not None:
-        try:
-            atomic_save(arrays, path)
-        except OSError as error:
-            warnings.warn(f"could not write the cache {path} ({error}); set {CACHE_ENV} to a writable folder",
-                          stacklevel=3)
+    arrays = _read_imagefolder(folder)
+    try:
+        atomic_save(arrays, path)
+        for stale in cache.glob(f"{prefix}-*.pt"):  # the same folder before its files changed
+            if stale != path:
+                stale.unlink(missing_ok=True)
+    except OSError as error:
+        warnings.warn(f"could not update the cache {path} ({error}); set {CACHE_ENV} to a writable folder",
+                      stacklevel=3)
     return arrays
 
 
@@ -295,19 +313,21 @@ def load_cifar10(
     data_dir: str | os.PathLike | None = None, *, download: bool = False, val_split: int = 0,
     subset: int | None = None, seed: int = 0, smoke: bool = False, cache: str | os.PathLike | bool | None = None,
 ) -> CifarData:
-    """CIFAR-10 as uint8 tensors, from ``data_dir`` (else ``$RESNET_LAB_DATA``), decoded once and cached.
+    """CIFAR-10 as uint8 tensors, from ``data_dir`` (else ``$RESNET_LAB_DATA``); image folders are decoded once, cached.
 
     Args:
         download: fetch the official archive with torchvision (checksummed) into ``data_dir`` (or the cache
-            folder) when no data is there.
+            folder) when no data is there or the official batches are incomplete.
         val_split: images held out of the training set for validation, stratified per class and seeded.
         subset: keep only this many training images (stratified, seeded), taken after the validation split.
         seed: draws the validation split and the subset (and the smoke stand-in); recorded as ``split_seed``.
             Keep it fixed to compare training seeds on the same held-out images.
         smoke: ignore ``data_dir`` and return :func:`make_smoke_cifar`'s synthetic stand-in.
-        cache: folder for the decoded tensors; ``None`` uses :func:`cache_dir`, ``False`` disables caching.
+        cache: folder for an image folder's decoded tensors; ``None`` uses :func:`cache_dir`, ``False`` disables
+            caching. The official batches are never cached.
 
-    Raises FileNotFoundError (saying where data goes) when nothing is found, ValueError naming a corrupt file.
+    Raises FileNotFoundError (saying where data goes) when nothing is found, ValueError naming a corrupt or
+    missing file.
     """
     if smoke:
         data = make_smoke_cifar(seed=seed)
@@ -319,16 +339,19 @@ def load_cifar10(
         if root is None:
             raise FileNotFoundError(_missing_data_message(f"(no data_dir given and {DATA_ENV} is not set)"))
         found = _locate(root)
-        if found is None and download:
-            import torchvision
+        if download and (found is None or (found[0] == "cifar10" and _missing_official(found[1]))):
+            import torchvision  # it fetches the archive again when a batch is missing or fails its checksum
 
             torchvision.datasets.CIFAR10(str(root), train=True, download=True)  # also fetches test_batch
             found = _locate(root)
         if found is None:
             raise FileNotFoundError(_missing_data_message(f"in {root}"))
         source, folder = found
-        cache_path = None if cache is False else cache_dir() if cache in (None, True) else Path(cache)
-        arrays = _read_cached(source, folder, cache_path)
+        if source == "cifar10":
+            arrays = _read_official(folder)
+        else:
+            cache_path = None if cache is False else cache_dir() if cache in (None, True) else Path(cache)
+            arrays = _read_imagefolder_cached(folder, cache_path)
         kind = "official batches" if source == "cifar10" else "image folder"
         data = CifarData(arrays["train_images"], arrays["train_labels"], None, None, arrays["test_images"],
                          arrays["test_labels"], tuple(arrays["classes"]), source, f"CIFAR-10 ({kind} {folder})")

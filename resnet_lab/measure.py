@@ -2,6 +2,7 @@
 
 ``multiply_adds`` runs the model on the ``meta`` device under ``torch.utils.flop_counter`` (no computation, so
 even ResNet-152 costs a fraction of a second) and halves its count: the counter reports 2 FLOPs per multiply-add.
+``step_cost`` times real passes; ``synchronize`` makes the host wait for a GPU's queued work before the clock is read.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["multiply_adds", "StageRow", "stage_table", "StepCost", "step_cost"]
+__all__ = ["multiply_adds", "StageRow", "stage_table", "StepCost", "step_cost", "synchronize"]
 
 
 def multiply_adds(model: nn.Module, input_shape: tuple[int, ...]) -> int:
@@ -66,6 +67,14 @@ def stage_table(model: nn.Module, input_shape: tuple[int, ...]) -> list[StageRow
     return rows
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait until ``device`` has finished its queued work: CUDA and MPS run kernels asynchronously to the host."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
 @dataclass(frozen=True)
 class StepCost:
     """Time of one forward+backward pass and the memory it needs, in MiB (2**20 bytes)."""
@@ -99,8 +108,7 @@ def step_cost(model: nn.Module, batch_size: int, device: torch.device | str = "c
     def step() -> None:
         model.zero_grad(set_to_none=True)
         F.cross_entropy(model(x), y).backward()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(device)  # else the clock would time the kernels' launch, not their run
 
     step()  # warm-up
     if device.type == "cuda":

@@ -38,7 +38,7 @@ def ids_of(images: torch.Tensor) -> list[int]:
 def write_official(root, per_batch: int = 20, test: int = 20):
     """cifar-10-batches-py with the official keys; labels cycle 0..9. Returns the images in file order."""
     folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)  # exist_ok: a download may restore an incomplete folder
     written = []
     for i, name in enumerate(["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
                               "test_batch"]):
@@ -76,7 +76,7 @@ def write_imagefolder(root, classes=("cat", "dog", "ship"), per_class: int = 4, 
 
 
 # ---------------------------------------------------------------------------------------------- readers and cache
-def test_official_batches_load_with_channel_planes_intact_and_are_cached(tmp_path, isolated_cache, monkeypatch):
+def test_official_batches_load_with_channel_planes_intact_and_are_not_cached(tmp_path, isolated_cache, monkeypatch):
     folder, train, test = write_official(tmp_path / "data")
     data = load_cifar10(tmp_path / "data")
     assert data.source == "cifar10" and data.classes == CIFAR10_CLASSES
@@ -84,13 +84,24 @@ def test_official_batches_load_with_channel_planes_intact_and_are_cached(tmp_pat
     assert torch.equal(data.train_images, train) and torch.equal(data.test_images, test)
     assert data.train_labels.dtype == torch.int64 and data.train_labels.tolist() == [j % 10 for j in range(20)] * 5
     assert data.val_images is None
-    cached = list(isolated_cache.glob("cifar10-*.pt"))
-    assert len(cached) == 1 and torch.load(cached[0], weights_only=True)["classes"] == list(CIFAR10_CLASSES)
-    monkeypatch.setattr(data_module, "_read_official", lambda folder: pytest.fail("the cache was not reused"))
+    assert not isolated_cache.exists()  # the pickles decode in a fraction of a second: no copy of them is kept
     again = load_cifar10(folder)  # the batches folder itself works too, via RESNET_LAB_DATA
     assert torch.equal(again.train_images, train)
     monkeypatch.setenv("RESNET_LAB_DATA", str(tmp_path / "data"))
     assert torch.equal(load_cifar10().test_images, test)
+    assert not isolated_cache.exists()
+
+
+def test_an_incomplete_official_folder_is_refused_with_what_is_missing(tmp_path):
+    folder, _, _ = write_official(tmp_path / "data")
+    (folder / "data_batch_3").unlink()  # an interrupted copy
+    with pytest.raises(ValueError, match=r"lacks data_batch_3 .*download=True") as error:
+        load_cifar10(tmp_path / "data")
+    assert str(folder) in str(error.value)
+    (folder / "data_batch_1").unlink()
+    (folder / "test_batch").unlink()
+    with pytest.raises(ValueError, match="lacks data_batch_1, data_batch_3, test_batch"):
+        load_cifar10(folder)
 
 
 def test_image_folder_loads_sorted_classes_and_cache_follows_the_files(tmp_path, isolated_cache, monkeypatch):
@@ -104,11 +115,17 @@ def test_image_folder_loads_sorted_classes_and_cache_follows_the_files(tmp_path,
     decode = data_module._decode_imagefolder
     monkeypatch.setattr(data_module, "_decode_imagefolder", lambda files: pytest.fail("the cache was not reused"))
     assert torch.equal(load_cifar10(tmp_path / "imgs").train_images, data.train_images)
-    # a new file changes the fingerprint: decoded again, a second cache file
+    # a new file changes the fingerprint: decoded again, and the new cache file replaces the old one
     monkeypatch.setattr(data_module, "_decode_imagefolder", decode)
+    first_cache = list(isolated_cache.glob("imagefolder-*.pt"))
     save_image(tagged_images(1)[0], tmp_path / "imgs" / "train" / "cat" / "extra.png")
     assert len(load_cifar10(tmp_path / "imgs").train_labels) == 13
-    assert len(list(isolated_cache.glob("imagefolder-*.pt"))) == 2
+    replaced = list(isolated_cache.glob("imagefolder-*.pt"))
+    assert len(replaced) == 1 and replaced != first_cache
+    # another folder gets a cache file of its own and leaves this one alone
+    write_imagefolder(tmp_path / "other")
+    assert len(load_cifar10(tmp_path / "other").train_labels) == 12
+    assert set(replaced) < set(isolated_cache.glob("imagefolder-*.pt")) and len(list(isolated_cache.iterdir())) == 2
     assert load_cifar10(tmp_path / "imgs", cache=False).test_images is not None
 
 
@@ -138,6 +155,8 @@ def test_download_goes_through_torchvision_into_the_cache_folder(tmp_path, isola
     assert len(calls) == 1
     load_cifar10(tmp_path / "downloaded", download=True)  # an explicit data_dir is where it goes
     assert calls[-1] == (str(tmp_path / "downloaded"), True, True)
+    (tmp_path / "downloaded" / "cifar-10-batches-py" / "data_batch_4").unlink()  # an interrupted copy: fetched again
+    assert len(load_cifar10(tmp_path / "downloaded", download=True).train_labels) == 100 and len(calls) == 3
 
     def offline(root, train, download):
         raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")

@@ -6,8 +6,9 @@ import torch
 from matplotlib.patches import Arc, Rectangle
 from torch import nn
 
+from resnet_lab import measure
 from resnet_lab.checkpoint import write_metrics
-from resnet_lab.measure import multiply_adds, stage_table, step_cost
+from resnet_lab.measure import multiply_adds, stage_table, step_cost, synchronize
 from resnet_lab.models import cifar_resnet, count_parameters, imagenet_resnet
 from resnet_lab.plots import LiveCurves, draw_network, plot_history
 
@@ -54,6 +55,19 @@ def test_step_cost_measures_time_and_saved_activations():
     large = step_cost(cifar_resnet(8), 4, repeats=1)
     assert small.milliseconds > 0 and small.peak_cuda_mib is None
     assert large.saved_mib == pytest.approx(2 * small.saved_mib, rel=0.05)
+
+
+def test_synchronize_waits_for_cuda_and_mps_and_step_cost_waits_after_every_step(monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append(("cuda", device)))
+    monkeypatch.setattr(torch.mps, "synchronize", lambda: calls.append(("mps", None)))
+    for device in ("cpu", "cuda:0", "mps"):
+        synchronize(torch.device(device))
+    assert calls == [("cuda", torch.device("cuda:0")), ("mps", None)]  # both queue kernels asynchronously; the CPU not
+    waited = []
+    monkeypatch.setattr(measure, "synchronize", waited.append)
+    step_cost(cifar_resnet(8), 2, repeats=3)
+    assert waited == [torch.device("cpu")] * 5  # warm-up, 3 timed steps, the memory pass: the clock reads finished work
 
 
 class SavesOneTensorThrice(nn.Module):
