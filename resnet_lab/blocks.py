@@ -28,6 +28,7 @@ __all__ = [
     "BasicBlock",
     "Bottleneck",
     "PreActBlock",
+    "branch_layers",
     "BLOCKS",
     "BlockStack",
 ]
@@ -229,6 +230,23 @@ class PreActBlock(nn.Module):
         out = self.conv1(pre)
         out = self.conv2(self.relu(self.bn2(out)))
         return out + identity  # no ReLU after the addition
+
+
+def branch_layers(block: nn.Module) -> list[nn.Module]:
+    """The convolutions and BatchNorms of ``block``'s residual branch F, in forward order; all of a plain block.
+
+    Not the shortcut (``downsample``), nor the ReLU module, which has no parameters and, in the post-activation
+    blocks, also acts after the addition. A ``PreActBlock``'s branch starts at ``bn1``, whose output also feeds its
+    shortcut module where it has one.
+    """
+    if isinstance(block, (PlainBlock, BasicBlock)):
+        return [block.conv1, block.bn1, block.conv2, block.bn2]
+    if isinstance(block, Bottleneck):
+        return [block.conv1, block.bn1, block.conv2, block.bn2, block.conv3, block.bn3]
+    if isinstance(block, PreActBlock):
+        return [block.bn1, block.conv1, block.bn2, block.conv2]
+    raise TypeError(f"no residual branch known for a {type(block).__name__}; supported blocks: PlainBlock, "
+                    "BasicBlock, Bottleneck, PreActBlock (resnet_lab.blocks)")
 
 
 BLOCKS: dict[str, type[nn.Module]] = {

@@ -3,7 +3,7 @@
 ``deep_mlp`` and ``deep_cnn`` build a stack of identical hidden layers whose activation, initialisation,
 normalisation and skip connection are switches, so the effect of each one on the gradient can be isolated.
 ``grad_norms`` runs one backward pass and returns the L2 norm of each hidden layer's weight gradient in
-forward order; ``activation_grad_norms`` does the same for the gradient with respect to each layer's output.
+forward order.
 Non-finite values are results, not errors: an exploding network returns ``inf``/``nan`` entries.
 ``BlockGradientRecorder`` follows each block's gradient norm through a whole training run and ``WeightSnapshots``
 keeps copies of the weights at chosen steps of it (notebook 05).
@@ -28,7 +28,6 @@ __all__ = [
     "deep_cnn",
     "probe_layers",
     "grad_norms",
-    "activation_grad_norms",
     "BlockGradientRecorder",
     "WeightSnapshots",
 ]
@@ -198,42 +197,21 @@ def grad_norms(
 ) -> list[float]:
     """Weight-gradient L2 norm of each hidden layer, in forward order (input side first, head excluded).
 
-    One forward and backward pass of the cross-entropy of ``model(x)`` against integer targets ``y``.
-    Parameter gradients already present are replaced. Overflow is data: entries may be ``inf`` or ``nan``.
+    One forward and backward pass of the cross-entropy of ``model(x)`` against integer targets ``y``. The
+    parameters' ``.grad`` are left as they were: gradients already accumulated there neither count nor get lost.
+    Overflow is data: entries may be ``inf`` or ``nan``.
     """
     layers = probe_layers(model) if layers is None else list(layers)
-    model.zero_grad(set_to_none=True)
-    loss = F.cross_entropy(model(x), y)
-    loss.backward()
-    norms = [_weight_grad_norm(layer) for layer in layers]
-    model.zero_grad(set_to_none=True)
-    return norms
-
-
-def activation_grad_norms(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, layers: Sequence[nn.Module] | None = None
-) -> list[float]:
-    """L2 norm of dLoss/d(output of each hidden layer), in forward order; same conventions as :func:`grad_norms`."""
-    layers = probe_layers(model) if layers is None else list(layers)
-    outputs: list[torch.Tensor] = []
-
-    def keep_output(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
-        output.retain_grad()
-        outputs.append(output)
-
-    handles = [layer.register_forward_hook(keep_output) for layer in layers]
+    parameters = list(model.parameters())
+    saved = [p.grad for p in parameters]
+    model.zero_grad(set_to_none=True)  # this pass's gradients alone
     try:
-        model.zero_grad(set_to_none=True)
         F.cross_entropy(model(x), y).backward()
+        norms = [_weight_grad_norm(layer) for layer in layers]
     finally:
-        for handle in handles:
-            handle.remove()
-    model.zero_grad(set_to_none=True)
-    if len(outputs) != len(layers):
-        raise ValueError(f"expected one output per probed layer ({len(layers)}), saw {len(outputs)}: "
-                         "is a layer used twice?")
-    return [math.sqrt(float(out.grad.to("cpu", torch.float64).pow(2).sum())) if out.grad is not None else 0.0
-            for out in outputs]
+        for p, grad in zip(parameters, saved):
+            p.grad = grad
+    return norms
 
 
 class BlockGradientRecorder:

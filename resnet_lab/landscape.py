@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-__all__ = ["LandscapeSlice", "LandscapeSurface", "loss_and_accuracy", "random_direction", "filter_normalize",
-           "loss_along_line", "loss_surface"]
+__all__ = ["Direction", "LandscapeSlice", "LandscapeSurface", "loss_and_accuracy", "random_direction",
+           "filter_normalize", "loss_along_line", "loss_surface"]
 
 Direction = dict[str, torch.Tensor]  # parameter name (as in model.named_parameters()) -> tensor of its shape
 

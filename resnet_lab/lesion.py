@@ -13,7 +13,6 @@ network still runs): the deletion of a layer that Veit et al. compare with.
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -23,6 +22,7 @@ from tqdm.auto import tqdm
 
 from .blocks import BasicBlock, Bottleneck, PaddingShortcut, PlainBlock, PreActBlock
 from .landscape import loss_and_accuracy
+from .models import blocks_of, check_block_indices
 
 __all__ = ["skip_path", "lesioned", "lesion_accuracy", "single_lesions", "lesion_sets", "random_lesions"]
 
@@ -55,28 +55,6 @@ def skip_path(block: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
                     "PreActBlock (resnet_lab.blocks)")
 
 
-def _blocks_of(model: nn.Module) -> list[nn.Module]:
-    blocks = getattr(model, "blocks", None)
-    if not blocks:
-        raise ValueError(f"{type(model).__name__} has no `.blocks`; lesion a ResNet from resnet_lab.models "
-                         "(e.g. build_model('resnet20'))")
-    return list(blocks)
-
-
-def _check_indices(indices: Iterable[int], n_blocks: int) -> list[int]:
-    """The distinct block indices, sorted; IndexError naming the valid range for any outside it."""
-    checked = []
-    for index in indices:
-        try:
-            checked.append(operator.index(index))  # int, NumPy or 0-d torch integers
-        except TypeError:
-            raise TypeError(f"block indices must be integers 0..{n_blocks - 1}; got {index!r}") from None
-        if not 0 <= checked[-1] < n_blocks:
-            raise IndexError(f"block index {index!r} is out of range: the model has {n_blocks} blocks, "
-                             f"numbered 0..{n_blocks - 1} in forward order")
-    return sorted(set(checked))
-
-
 @contextmanager
 def lesioned(model: nn.Module, blocks: Iterable[int]) -> Iterator[nn.Module]:
     """Within the ``with`` statement, the blocks at these indices of ``model.blocks`` compute only their skip path.
@@ -84,8 +62,8 @@ def lesioned(model: nn.Module, blocks: Iterable[int]) -> Iterator[nn.Module]:
     Each block's ``forward`` is swapped for :func:`skip_path` and restored on exit, also after an exception.
     Yields ``model``.
     """
-    all_blocks = _blocks_of(model)
-    chosen = [all_blocks[i] for i in _check_indices(blocks, len(all_blocks))]
+    all_blocks = blocks_of(model)
+    chosen = [all_blocks[i] for i in check_block_indices(blocks, len(all_blocks))]
     replacements = [skip_path(block) for block in chosen]  # all checked before any block is touched
     previous = [block.__dict__.get("forward") for block in chosen]  # set by an enclosing lesioned(), if any
     for block, replacement in zip(chosen, replacements):
@@ -113,7 +91,7 @@ def single_lesions(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 500, progress: bool = True,
 ) -> list[float]:
     """Accuracy with block ``i`` deleted, for every ``i`` of ``model.blocks`` (Veit et al. Fig. 3)."""
-    indices = range(len(_blocks_of(model)))
+    indices = range(len(blocks_of(model)))
     return [lesion_accuracy(model, images, labels, [i], batch_size=batch_size)
             for i in tqdm(indices, desc="single lesions", leave=False, disable=not progress)]
 
@@ -141,7 +119,7 @@ def random_lesions(
 
     The sets are those of :func:`lesion_sets` with the same ``counts``, ``trials`` and ``seed``.
     """
-    sets = lesion_sets(len(_blocks_of(model)), counts, trials=trials, seed=seed)
+    sets = lesion_sets(len(blocks_of(model)), counts, trials=trials, seed=seed)
     bar = tqdm(total=len(sets) * trials, desc="random lesions", leave=False, disable=not progress)
     accuracies: dict[int, list[float]] = {}
     with bar:

@@ -11,8 +11,9 @@ The blocks themselves live in :mod:`resnet_lab.blocks`.
 
 from __future__ import annotations
 
+import operator
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -20,7 +21,8 @@ from torch import nn
 from .blocks import BasicBlock, Bottleneck, PlainBlock, PreActBlock, conv3x3, he_init_
 
 __all__ = [
-    "IMAGENET_DEPTHS", "ResNet", "count_parameters", "cifar_resnet", "imagenet_resnet", "build_model",
+    "IMAGENET_DEPTHS", "ResNet", "count_parameters", "blocks_of", "check_block_indices",
+    "cifar_resnet", "imagenet_resnet", "build_model",
     "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
     "plain20", "plain32", "plain44", "plain56", "plain110",
 ]
@@ -38,6 +40,39 @@ IMAGENET_DEPTHS: dict[int, tuple[type[nn.Module], tuple[int, ...]]] = {
 def count_parameters(model: nn.Module) -> int:
     """Number of parameters (BatchNorm's running statistics are buffers, not parameters)."""
     return sum(p.numel() for p in model.parameters())
+
+
+def blocks_of(model: nn.Module) -> list[nn.Module]:
+    """``model.blocks`` as a list: the blocks of a :class:`ResNet` in forward order; ValueError for other models.
+
+    What the block-level experiments (``resnet_lab.lesion``, ``resnet_lab.paths``) index into.
+    """
+    blocks = getattr(model, "blocks", None)
+    if blocks is None:
+        raise ValueError(f"{type(model).__name__} has no `.blocks`: pass a ResNet from resnet_lab.models "
+                         "(e.g. build_model('resnet20'))")
+    blocks = list(blocks)
+    if not blocks:
+        raise ValueError(f"{type(model).__name__}.blocks is empty: the model needs at least one block")
+    return blocks
+
+
+def check_block_indices(indices: Iterable[int], n_blocks: int) -> list[int]:
+    """The distinct indices into a model's ``n_blocks`` blocks, sorted.
+
+    TypeError for a non-integer, IndexError naming the valid range for an index outside it (negative indices
+    are refused rather than counted from the end).
+    """
+    checked = []
+    for index in indices:
+        try:
+            checked.append(operator.index(index))  # int, NumPy or 0-d torch integers
+        except TypeError:
+            raise TypeError(f"block indices must be integers 0..{n_blocks - 1}; got {index!r}") from None
+        if not 0 <= checked[-1] < n_blocks:
+            raise IndexError(f"block index {index!r} is out of range: the model has {n_blocks} blocks, "
+                             f"numbered 0..{n_blocks - 1} in forward order")
+    return sorted(set(checked))
 
 
 def _nearest_cifar_depths(depth: int) -> list[int]:

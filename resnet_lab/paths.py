@@ -27,8 +27,8 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 from tqdm.auto import tqdm
 
-from .blocks import BasicBlock, Bottleneck, PlainBlock, PreActBlock
-from .lesion import _blocks_of, _check_indices
+from .blocks import PlainBlock, branch_layers
+from .models import blocks_of, check_block_indices
 
 __all__ = ["path_length_counts", "single_path", "path_gradient", "gradient_by_path_length"]
 
@@ -40,25 +40,19 @@ def path_length_counts(n_blocks: int) -> torch.Tensor:
     return torch.tensor([math.comb(n_blocks, k) for k in range(n_blocks + 1)], dtype=torch.float64)
 
 
-def _branch_layers(block: nn.Module) -> tuple[nn.Module, nn.Module]:
-    """The first and the last layer of ``block``'s residual branch."""
+def _branch_ends(block: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """The first and the last layer of ``block``'s residual branch; ValueError for a plain block."""
     if isinstance(block, PlainBlock):
         raise ValueError("a plain network has no skips, so every path goes through every block and there is only "
                          "one path length; use a residual net (e.g. build_model('resnet20'))")
-    if isinstance(block, BasicBlock):
-        return block.conv1, block.bn2
-    if isinstance(block, Bottleneck):
-        return block.conv1, block.bn3
-    if isinstance(block, PreActBlock):
-        return block.bn1, block.conv2
-    raise TypeError(f"no residual branch known for a {type(block).__name__}; supported blocks: BasicBlock, "
-                    "Bottleneck, PreActBlock (resnet_lab.blocks)")
+    layers = branch_layers(block)
+    return layers[0], layers[-1]
 
 
 def _residual_blocks(model: nn.Module) -> list[nn.Module]:
-    blocks = _blocks_of(model)
+    blocks = blocks_of(model)
     for block in blocks:
-        _branch_layers(block)  # refuses plain blocks before anything runs
+        _branch_ends(block)  # refuses plain and unknown blocks before anything runs
     return blocks
 
 
@@ -68,7 +62,7 @@ def _detach_output(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> 
 
 def _route_gradient(block: nn.Module, *, through_branch: bool) -> list[RemovableHandle]:
     """Hooks that let the gradient through ``block`` take only its residual branch, or only its skip."""
-    first, last = _branch_layers(block)
+    first, last = _branch_ends(block)
     if not through_branch:
         return [last.register_forward_hook(_detach_output)]
     if block.downsample is not None:  # the skip is the shortcut module's output
@@ -96,7 +90,7 @@ def single_path(model: nn.Module, branches: Iterable[int]) -> Iterator[nn.Module
     removed on exit. Yields ``model``.
     """
     blocks = _residual_blocks(model)
-    chosen = set(_check_indices(branches, len(blocks)))
+    chosen = set(check_block_indices(branches, len(blocks)))
     handles = [handle for i, block in enumerate(blocks)
                for handle in _route_gradient(block, through_branch=i in chosen)]
     try:

@@ -18,9 +18,7 @@ __all__ = ["REPOSITORY", "BRANCH", "github_url", "install_spec", "colab_url", "b
 REPOSITORY = "resnet-lab/resnet-lab"  # GitHub "owner/name"
 BRANCH = "main"
 
-ROOT = Path(__file__).resolve().parent.parent
-COLAB_BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
-BINDER_BADGE_IMAGE = "https://mybinder.org/badge_logo.svg"
+_ROOT = Path(__file__).resolve().parent.parent  # the repository's checkout
 
 
 def github_url() -> str:
@@ -68,8 +66,8 @@ def sync_links(paths: list[Path] | None = None) -> list[Path]:
     read from the Colab/Binder/install links in these files, so links to other repositories are left alone.
     """
     if paths is None:
-        paths = sorted((ROOT / "notebooks").glob("*.ipynb"))
-        paths += [ROOT / name for name in ("README.md", "CITATION.cff", "pyproject.toml")]
+        paths = sorted((_ROOT / "notebooks").glob("*.ipynb"))
+        paths += [_ROOT / name for name in ("README.md", "CITATION.cff", "pyproject.toml")]
     texts = {path: path.read_text(encoding="utf-8") for path in paths if path.exists()}
     old_locations = {match.groups() for text in texts.values() for pattern in _OWN_LINKS
                      for match in re.finditer(pattern, text)}
@@ -84,4 +82,4 @@ def sync_links(paths: list[Path] | None = None) -> list[Path]:
 
 if __name__ == "__main__":
     for changed_path in sync_links():
-        print(f"updated {changed_path.relative_to(ROOT)}")
+        print(f"updated {changed_path.relative_to(_ROOT)}")

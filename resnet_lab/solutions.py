@@ -8,9 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Notebook 05: the reference filter normalisation (Li et al. 2018, Sec. 4) is the package's own, a dozen readable
-# lines in resnet_lab/landscape.py; it is re-exported here rather than kept twice.
+# Where the package's own code is the reference, it is re-exported here rather than kept twice:
+# notebook 04's batch flip is one line of resnet_lab/loader.py (``batch_flip``), notebook 05's filter
+# normalisation (Li et al. 2018, Sec. 4) a dozen readable lines of resnet_lab/landscape.py.
 from .landscape import filter_normalize
+from .loader import batch_flip as flip_batch
 
 __all__ = ["init_std", "input_gradient", "BasicBlockA", "cifar_param_count", "flip_batch", "filter_normalize"]
 
@@ -61,8 +63,3 @@ def cifar_param_count(n: int) -> int:
     stages = sum(block(c_in, c_out) + (n - 1) * block(c_out, c_out) for c_in, c_out in [(16, 16), (16, 32), (32, 64)])
     classifier = 64 * 10 + 10
     return stem + stages + classifier
-
-
-def flip_batch(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
-    """Notebook 04: mirror left-right the images of ``(N, C, H, W)`` where the boolean ``flip`` ``(N,)`` is True."""
-    return torch.where(flip[:, None, None, None], images.flip(-1), images)

@@ -380,6 +380,13 @@ def not_attempted(direction, model):
     raise NotImplementedError
 
 
+def test_references_the_package_already_has_are_its_own_code_not_copies():
+    from resnet_lab import landscape, loader
+
+    assert solutions.filter_normalize is landscape.filter_normalize
+    assert solutions.flip_batch is loader.batch_flip
+
+
 def test_filter_normalize_reference_passes(capsys):
     assert checks.check_filter_normalize(solutions.filter_normalize, strict=True) is True
     assert "PASS check_filter_normalize" in capsys.readouterr().out

@@ -14,6 +14,7 @@ from resnet_lab.blocks import (
     PaddingShortcut,
     PlainBlock,
     PreActBlock,
+    branch_layers,
     he_init_,
 )
 from resnet_lab.models import cifar_resnet
@@ -151,6 +152,28 @@ def test_plain_block_refuses_zero_init_and_bottleneck_needs_multiple_of_4():
         PlainBlock(16, 16, zero_init_residual=True)
     with pytest.raises(ValueError, match="divisible by 4"):
         Bottleneck(16, 18)
+
+
+@pytest.mark.parametrize("name", list(BLOCKS))
+@pytest.mark.parametrize("shortcut", SHORTCUTS)
+def test_branch_layers_are_every_parametrised_layer_but_the_shortcut_in_forward_order(name, shortcut):
+    block = BLOCKS[name](64, 128, 2, shortcut)
+    branch = branch_layers(block)
+    in_shortcut = set() if block.downsample is None else set(block.downsample.parameters())
+    in_branch = [p for layer in branch for p in layer.parameters()]
+    assert len(set(in_branch)) == len(in_branch)  # no layer twice
+    assert set(in_branch) | in_shortcut == set(block.parameters())
+    assert not set(in_branch) & in_shortcut
+    called = []  # the order forward runs them in
+    for layer in branch:
+        layer.register_forward_hook(lambda module, _inputs, _output: called.append(module))
+    block(torch.randn(1, 64, 8, 8))
+    assert called == branch
+
+
+def test_branch_layers_refuse_an_unknown_block():
+    with pytest.raises(TypeError, match="no residual branch known for a Linear"):
+        branch_layers(nn.Linear(2, 2))
 
 
 # ---------------------------------------------------------------------------------------- check_basic_block

@@ -13,7 +13,15 @@ import resnet_lab
 from resnet_lab import models
 from resnet_lab.blocks import BasicBlock, Bottleneck, PlainBlock, PreActBlock
 from resnet_lab.gradients import grad_norms
-from resnet_lab.models import ResNet, build_model, cifar_resnet, count_parameters, imagenet_resnet
+from resnet_lab.models import (
+    ResNet,
+    blocks_of,
+    build_model,
+    check_block_indices,
+    cifar_resnet,
+    count_parameters,
+    imagenet_resnet,
+)
 
 CIFAR_PARAMS = {20: 269_722, 32: 464_154, 44: 658_586, 56: 853_018, 110: 1_727_962, 1202: 19_421_274}
 IMAGENET_PARAMS = {18: 11_689_512, 34: 21_797_672, 50: 25_557_032, 101: 44_549_160, 152: 60_192_808}
@@ -202,6 +210,20 @@ def test_blocks_feed_the_gradient_probe(name):
     norms = grad_norms(net, *batch(8), layers=net.blocks)
     assert len(norms) == 9
     assert all(isinstance(v, float) and math.isfinite(v) and v > 0 for v in norms)
+
+
+def test_blocks_of_and_block_indices_name_what_is_valid():
+    net = build_model("resnet8")
+    assert blocks_of(net) == net.blocks
+    with pytest.raises(ValueError, match=r"Linear has no `\.blocks`: pass a ResNet .*build_model\('resnet20'\)"):
+        blocks_of(nn.Linear(2, 2))
+    assert check_block_indices([2, torch.tensor(0), 2], 3) == [0, 2]  # distinct and sorted; 0-d tensors count
+    for bad in (3, -1):
+        with pytest.raises(IndexError, match=rf"block index {bad} is out of range: the model has 3 blocks, "
+                                             r"numbered 0\.\.2"):
+            check_block_indices([bad], 3)
+    with pytest.raises(TypeError, match=r"integers 0\.\.2; got 1\.5"):
+        check_block_indices([1.5], 3)
 
 
 def test_imagenet_blocks_and_shapes():

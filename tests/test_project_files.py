@@ -1,5 +1,7 @@
 """The repository's promises: README commands, CI entry point, lint, licence and citation."""
 
+import ast
+import importlib
 import re
 import subprocess
 import sys
@@ -39,6 +41,27 @@ def test_requirements_admit_the_local_torch_and_never_pin_it():
 def test_ruff_is_clean_on_package_tests_and_notebooks():
     result = subprocess.run([sys.executable, "-m", "ruff", "check", "."], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# Modules whose `__all__` is kept complete; the rest of the package can join this list.
+ALL_CHECKED = ["blocks", "gradients", "landscape", "lesion", "models", "paths", "project", "shattering", "solutions"]
+
+
+@pytest.mark.parametrize("name", ALL_CHECKED)
+def test_all_lists_every_public_name_the_module_defines(name):
+    module = importlib.import_module(f"resnet_lab.{name}")
+    defined = set()
+    for node in ast.parse(Path(module.__file__).read_text(encoding="utf-8")).body:  # top level only
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            defined.add(node.name)
+        elif isinstance(node, ast.Assign):
+            defined.update(target.id for target in node.targets if isinstance(target, ast.Name))
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            defined.add(node.target.id)
+    public = {n for n in defined if not n.startswith("_")}
+    unlisted = sorted(public - set(module.__all__))
+    assert not unlisted, f"public but not in __all__ (make them private or list them): {unlisted}"
+    assert all(hasattr(module, n) for n in module.__all__)
 
 
 def test_licence_and_citation():
