@@ -165,30 +165,27 @@ def _fit_style(data, batch_size: int, *, steps: int, warmup: int, seed: int) -> 
     """(b, fit): ``engine.train_epoch`` over ``steps`` batches, with ``fit``'s CPU defaults (``train.prepare_model``).
 
     Returns images/s and whether those defaults chose bfloat16."""
-    from tqdm.auto import tqdm
-
     from resnet_lab.engine import train_epoch
     from resnet_lab.recipes import RECIPES, make_scheduler
     from resnet_lab.train import prepare_model
 
     torch.manual_seed(seed)
-    model, runnable, amp_dtype, channels_last = prepare_model(resnet20(), torch.device("cpu"), amp=None,
-                                                              channels_last=None, compile=False)
+    model = resnet20()
+    runnable, amp_dtype, channels_last = prepare_model(model, torch.device("cpu"), amp=None, channels_last=None,
+                                                       compile=False)
     optimizer = _sgd(model)
     scheduler = make_scheduler(optimizer, RECIPES["fast"], warmup + steps)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
-    config = {"epochs": 1, "label_smoothing": RECIPES["fast"]["label_smoothing"]}
     images, labels = data.train_images, data.train_labels
     seconds = []
     for count in (warmup, steps):  # one short "epoch" to warm up, one timed
         chosen = torch.arange(count * batch_size) % len(labels)
         loader = TensorLoader(images[chosen], labels[chosen], batch_size, train=True, seed=seed,
                               channels_last=channels_last)
-        with tqdm(disable=True) as bar:
-            start = time.perf_counter()
-            totals = train_epoch(runnable, loader, optimizer, scheduler, scaler, config, epoch=1,
-                                 amp_dtype=amp_dtype, bar=bar)
-            seconds.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        totals = train_epoch(runnable, loader, optimizer, scheduler, scaler, epoch=1,
+                             label_smoothing=RECIPES["fast"]["label_smoothing"], amp_dtype=amp_dtype)
+        seconds.append(time.perf_counter() - start)
     return totals["images"] / seconds[-1], amp_dtype == torch.bfloat16
 
 

@@ -23,11 +23,10 @@ CHECKPOINT_NAME, METRICS_NAME = "checkpoint.pt", "metrics.json"
 METRICS_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
                   "images_per_s", "seconds")
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+# The process's umask, for the permissions of the files written here. os.umask can only be read by setting it, so it
+# is read once, at import, rather than flipped at every save (other threads would then create files with mode 0666).
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
@@ -38,7 +37,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None
         temporary = Path(file.name)
     try:
         write(temporary)
-        os.chmod(temporary, 0o666 & ~_umask())  # temporary files are private (0600); give the usual permissions
+        os.chmod(temporary, 0o666 & ~_UMASK)  # temporary files are private (0600); give the usual permissions
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)  # only left behind when ``write`` failed or was interrupted

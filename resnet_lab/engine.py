@@ -1,13 +1,16 @@
 """One epoch of training and one evaluation pass: the inner loops of :func:`resnet_lab.train.fit`.
 
 The loop is flat, in labelled phases (forward/backward, step, log, check). Per-step loss and accuracy stay on the
-device; the host reads them only every few steps (every step on a CPU), which is when a NaN/inf loss is caught.
-Under DDP every sum is reduced across ranks, so each rank sees the same metrics and stops at the same step.
+device; the host reads them once per check, every few steps (every step on a CPU, and while the paper's warm-up
+lasts), which is when a NaN/inf loss is caught. Under DDP every sum is reduced across ranks, so each rank sees the
+same metrics and stops at the same step.
 The sums are float64, except on Apple's MPS, which has no float64 (float32 there: exact enough for a mean loss).
 """
 
 from __future__ import annotations
 
+import math
+import warnings
 from typing import NamedTuple
 
 import torch
@@ -17,6 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .loader import TensorLoader
+from .recipes import LRFactor
 
 __all__ = ["TrainingDiverged", "Evaluation", "evaluate", "train_epoch", "average_buffers", "world"]
 
@@ -40,6 +44,11 @@ def _sum_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type in _NO_FLOAT64 else torch.float64
 
 
+def _check_every(device: torch.device) -> int:
+    """Steps between checks: reading a value from a GPU waits for it to finish its queue, so only now and then."""
+    return 1 if device.type == "cpu" else 20
+
+
 def world() -> tuple[int, int]:
     """``(rank, world_size)`` of the running process group, ``(0, 1)`` without one."""
     if dist.is_available() and dist.is_initialized():
@@ -59,77 +68,110 @@ def evaluate(model: nn.Module, loader: TensorLoader, *, num_classes: int = 10,
     model.eval()
     device = loader.device
     loss_sum = torch.zeros((), dtype=_sum_dtype(device), device=device)
-    confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
+    # counted in int32: MPS before torch 2.9 accumulates no int64; returned as int64
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int32, device=device)
     for images, labels in loader:
         with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
             logits = model(images)  # (N, classes)
             if flip:
                 logits = (logits + model(images.flip(-1))) / 2
         loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
-        confusion += torch.bincount(labels * num_classes + logits.argmax(1), minlength=num_classes ** 2)
+        # += 1 at (true class, prediction) for every image; unlike bincount, no wait for the GPU (it reads no size)
+        confusion.index_put_((labels, logits.argmax(1)), torch.ones_like(labels, dtype=torch.int32), accumulate=True)
     if loader.world_size > 1:
         dist.all_reduce(loss_sum)
         dist.all_reduce(confusion)
     model.train(was_training)
-    confusion = confusion.view(num_classes, num_classes).cpu()
+    confusion = confusion.to("cpu", torch.int64)
     count = max(1, int(confusion.sum()))
     return Evaluation(float(loss_sum) / count, float(confusion.trace()) / count, confusion)
 
 
-def train_epoch(model: nn.Module, loader: TensorLoader, optimizer, scheduler, scaler, config: dict, *,
-                 epoch: int, amp_dtype: torch.dtype | None, bar: tqdm) -> dict:
-    """One pass over ``loader``; returns summed loss/correct/images (all ranks) or raises TrainingDiverged."""
+def _advance(scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler) -> None:
+    """``scheduler.step()``, every step, including those the float16 GradScaler skipped."""
+    if not scaler.is_enabled():
+        scheduler.step()
+        return
+    # A skipped step (the scaled gradients overflowed, often in the GradScaler's first steps while it searches for
+    # a scale) makes PyTorch warn that the schedule's first value would be skipped. It is not: the schedule is a
+    # function of the step count, skipped steps included, so it stays in line with the epochs and with a resume.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected call of", category=UserWarning)
+        scheduler.step()
+
+
+def train_epoch(model: nn.Module, loader: TensorLoader, optimizer: torch.optim.Optimizer,
+                scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler, *, epoch: int,
+                label_smoothing: float = 0.0, warmup: LRFactor | None = None, amp_dtype: torch.dtype | None = None,
+                bar: tqdm | None = None) -> dict:
+    """One pass over ``loader``: summed ``loss_sum``, ``correct`` and ``images`` (all ranks), or TrainingDiverged.
+
+    ``scheduler`` steps once per step. ``warmup`` is the paper's ResNet-110 warm-up: its ``warming_up`` flag is
+    cleared once the training error of the last 10 steps drops below 80 % (checked every step while it is set).
+    ``epoch`` names the epoch in a divergence message; ``bar`` counts the steps and shows the running metrics.
+    """
     model.train()
     device, steps, world = loader.device, len(loader), loader.world_size
-    factor = scheduler.lr_lambdas[0]
     sum_dtype = _sum_dtype(device)
     losses = torch.zeros(steps, dtype=sum_dtype, device=device)  # per step: summed plain cross-entropy
     correct = torch.zeros(steps, dtype=torch.int64, device=device)
-    sizes = torch.zeros(steps, dtype=torch.int64, device=device)
-    sync_every = 1 if device.type == "cpu" else 20  # reading a GPU value waits for the GPU: only now and then
-    bar.set_description(f"epoch {epoch}/{config['epochs']}")
+    # images per step, on the host; every rank runs the same steps of the same size (the loader pads the shards)
+    sizes: list[int] = []
+    check_every = _check_every(device)
+    show = bar is not None and not bar.disable
     done = 0  # steps already counted on the bar
     for step, (images, labels) in enumerate(loader):
         # forward / backward in the chosen precision; label smoothing only in the objective
         with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
             logits = model(images)  # (B, classes)
-            loss = F.cross_entropy(logits.float(), labels, label_smoothing=config["label_smoothing"])
+            loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
-        scheduler.step()  # per-step schedule
+        _advance(scheduler, scaler)  # per-step schedule
         # log on the device, without waiting for it
         with torch.no_grad():
             losses[step] = F.cross_entropy(logits.float(), labels, reduction="sum")
             correct[step] = (logits.argmax(1) == labels).sum()
-            sizes[step] = len(labels)
-        if (step + 1) % sync_every and step + 1 != steps:
+        sizes.append(len(labels))
+        # while the warm-up lasts (a few hundred steps), check every step on every device: it ends at the same step
+        warming_up = warmup is not None and warmup.warming_up
+        if (step + 1) % check_every and step + 1 != steps and not warming_up:
             continue
-        # check: a non-finite loss stops the run (on every rank at once)
-        bad = (~torch.isfinite(losses[:step + 1])).nonzero().flatten()
-        flag = torch.tensor([len(bad) > 0], dtype=torch.int64, device=device)
+        # check, with one host read: running sums so far, and the correct answers of the last 10 steps
+        recent = slice(max(0, step - 9), step + 1)
+        stats = torch.stack([losses[:step + 1].sum(), correct[:step + 1].sum().to(sum_dtype),
+                             correct[recent].sum().to(sum_dtype)])
         if world > 1:
-            dist.all_reduce(flag)
-        if flag.item():
-            first = int(bad[0]) if len(bad) else step
-            raise TrainingDiverged(f"the loss became {float(losses[first]) / int(sizes[first]):.4g} at epoch "
-                                   f"{epoch}, step {first + 1} of {steps} (lr {optimizer.param_groups[0]['lr']:.3g})")
-        if factor.warming_up:  # the paper's ResNet-110 warm-up ends when the training error drops below 80 %
-            window = torch.stack([correct[max(0, step - 9):step + 1].sum(), sizes[max(0, step - 9):step + 1].sum()])
-            if world > 1:
-                dist.all_reduce(window)
-            if window[0] > 0.2 * window[1]:
-                factor.warming_up = False
-        seen = int(sizes[:step + 1].sum())
-        bar.update(step + 1 - done)
-        done = step + 1
-        bar.set_postfix(loss=f"{float(losses[:step + 1].sum()) / seen:.3f}",
-                        acc=f"{int(correct[:step + 1].sum()) / seen:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.3g}")
-    totals = torch.stack([losses.sum(), correct.sum().to(sum_dtype), sizes.sum().to(sum_dtype)])
+            dist.all_reduce(stats)  # a NaN/inf loss on any rank makes the sum non-finite on every rank
+        loss_sum, seen_correct, recent_correct = stats.tolist()
+        if not math.isfinite(loss_sum):
+            raise TrainingDiverged(f"the loss became NaN or infinite at epoch {epoch}, step "
+                                   f"{_first_bad_step(losses[:step + 1], world) + 1} of {steps} "
+                                   f"(lr {optimizer.param_groups[0]['lr']:.3g})")
+        if warming_up and recent_correct > 0.2 * sum(sizes[recent]) * world:  # training error below 80 %
+            warmup.warming_up = False
+        if show:
+            seen = sum(sizes) * world
+            bar.update(step + 1 - done)
+            done = step + 1
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{seen_correct / seen:.3f}",
+                            lr=f"{optimizer.param_groups[0]['lr']:.3g}")
+    totals = torch.stack([losses.sum(), correct.sum().to(sum_dtype)])
     if world > 1:
         dist.all_reduce(totals)
-    return {"loss_sum": float(totals[0]), "correct": int(totals[1]), "images": int(totals[2])}
+    loss_sum, all_correct = totals.tolist()
+    return {"loss_sum": loss_sum, "correct": int(all_correct), "images": sum(sizes) * world}
+
+
+def _first_bad_step(losses: torch.Tensor, world: int) -> int:
+    """The first step (0-based) whose loss is NaN/inf on any rank; every rank gets the same answer."""
+    index = torch.arange(len(losses), device=losses.device)
+    first = torch.where(torch.isfinite(losses), len(losses), index).min()  # len(losses): none on this rank
+    if world > 1:
+        dist.all_reduce(first, op=dist.ReduceOp.MIN)
+    return int(first)
 
 
 def average_buffers(model: nn.Module, world: int) -> None:

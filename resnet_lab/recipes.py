@@ -82,8 +82,8 @@ RECIPES: dict[str, dict] = {
 class LRFactor:
     """The recipe's lr multiplier at optimizer step ``step`` (0-based) of ``total_steps``.
 
-    ``warming_up=True`` multiplies it by 0.1 until :func:`resnet_lab.train.fit` sees a training error below
-    80 % and clears the flag (the paper's ResNet-110 warm-up).
+    ``warming_up=True`` multiplies it by 0.1 until :func:`resnet_lab.engine.train_epoch` sees a training error
+    below 80 % over its last 10 steps and clears the flag (the paper's ResNet-110 warm-up).
     """
 
     def __init__(self, schedule: str, total_steps: int, *, milestones: tuple[float, ...] = (),
@@ -95,6 +95,13 @@ class LRFactor:
         warmup = max(round(warmup_fraction * total_steps), min(min_warmup_steps, total_steps // 2))
         self.warmup_steps = max(1, warmup) if schedule == "onecycle" else 0
         self.warming_up = warming_up
+
+    @classmethod
+    def from_recipe(cls, recipe: dict, total_steps: int, *, warming_up: bool = False) -> LRFactor:
+        """The multiplier of ``recipe``'s schedule (the keys of a :data:`RECIPES` entry) over ``total_steps`` steps."""
+        return cls(recipe["schedule"], total_steps, milestones=recipe["milestones"],
+                   warmup_fraction=recipe["warmup_fraction"], min_warmup_steps=recipe["min_warmup_steps"],
+                   warming_up=warming_up)
 
     def __call__(self, step: int) -> float:
         if self.schedule == "step":
@@ -121,7 +128,4 @@ def make_optimizer(model: nn.Module, *, lr: float, momentum: float, nesterov: bo
 def make_scheduler(optimizer: torch.optim.Optimizer, recipe: dict, total_steps: int,
                    warmup: bool = False) -> torch.optim.lr_scheduler.LambdaLR:
     """A per-step ``LambdaLR`` following ``recipe``'s schedule over ``total_steps`` (call ``.step()`` every step)."""
-    factor = LRFactor(recipe["schedule"], total_steps, milestones=recipe["milestones"],
-                      warmup_fraction=recipe["warmup_fraction"], min_warmup_steps=recipe["min_warmup_steps"],
-                      warming_up=warmup)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, LRFactor.from_recipe(recipe, total_steps, warming_up=warmup))

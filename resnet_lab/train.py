@@ -15,6 +15,7 @@ weights. Metrics are summed across ranks; only rank 0 prints and writes files.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import inspect
 import os
 import sys
@@ -41,14 +42,15 @@ from .data import CifarData
 from .engine import Evaluation, TrainingDiverged, average_buffers, evaluate, train_epoch
 from .engine import world as world_info
 from .loader import TensorLoader
-from .recipes import RECIPES, make_optimizer, make_scheduler
+from .recipes import RECIPES, LRFactor, make_optimizer
 from .runtime import autocast_dtype, cpu_has_amx
 
 __all__ = ["train_on_tensors", "fit", "prepare_model", "evaluate", "Evaluation", "TrainingDiverged", "main"]
 
 # Settings that must match to resume a run: anything else would not continue the same run.
-_RESUME_KEYS = ("model", "recipe", "epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay",
-                "label_smoothing", "crop_padding", "warmup", "seed", "data", "train_size", "split_seed")
+_RESUME_KEYS = ("model", "architecture", "recipe", "epochs", "batch_size", "lr", "momentum", "nesterov",
+                "weight_decay", "label_smoothing", "crop_padding", "warmup", "seed", "data", "train_size",
+                "split_seed")
 
 
 def train_on_tensors(
@@ -102,13 +104,24 @@ def _resolve(recipe: str, **overrides) -> dict:
     return config
 
 
-def prepare_model(model: nn.Module, device: torch.device, *, amp: bool | None, channels_last: bool | None,
-                  compile: bool) -> tuple[nn.Module, nn.Module, torch.dtype | None, bool]:
-    """Move ``model`` to ``device`` with ``fit``'s precision, memory-format and compilation choices.
+def _architecture(model: nn.Module) -> str:
+    """A short fingerprint of ``model``'s layers: its module types in order and the shapes of its state.
 
-    The one place those are decided (``None`` picks ``fit``'s default). Returns ``(net, runnable, amp_dtype,
-    channels_last)``: ``net`` holds the weights (save and evaluate it), ``runnable`` is what the training step
-    calls (``torch.compile(net)`` or ``net`` itself), ``amp_dtype`` is the autocast dtype or None for float32.
+    Stable across torch versions; it tells plain8 from resnet8 (the same weight shapes in other blocks).
+    """
+    layers = [type(module).__name__ for module in model.modules()]
+    shapes = [f"{key} {tuple(value.shape)}" for key, value in model.state_dict().items()]
+    return hashlib.sha256("\n".join(layers + shapes).encode()).hexdigest()[:12]
+
+
+def prepare_model(model: nn.Module, device: torch.device, *, amp: bool | None, channels_last: bool | None,
+                  compile: bool) -> tuple[nn.Module, torch.dtype | None, bool]:
+    """Move ``model`` (in place) to ``device`` with ``fit``'s precision, memory-format and compilation choices.
+
+    The one place those are decided (``None`` picks ``fit``'s default). Returns ``(runnable, amp_dtype,
+    channels_last)``: ``runnable`` is what the training step calls (``torch.compile(model)`` or ``model`` itself;
+    ``model`` still holds the weights: save and evaluate it), ``amp_dtype`` is the autocast dtype or None for
+    float32.
     """
     cuda = device.type == "cuda"
     amp = (cuda or (device.type == "cpu" and cpu_has_amx())) if amp is None else amp
@@ -117,8 +130,8 @@ def prepare_model(model: nn.Module, device: torch.device, *, amp: bool | None, c
         amp_dtype = autocast_dtype(device)
     # channels_last: faster convolutions on CUDA and on CPU (ResNet-20 step +15 % on a 2-core x86 CPU, measured)
     channels_last = device.type in ("cuda", "cpu") if channels_last is None else channels_last
-    net = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
-    return net, torch.compile(net) if compile else net, amp_dtype, channels_last
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    return torch.compile(model) if compile else model, amp_dtype, channels_last
 
 
 def fit(
@@ -132,15 +145,17 @@ def fit(
 ) -> list[dict]:
     """Train ``model`` on ``data`` with ``recipe`` ("fast" or "paper", see :mod:`resnet_lab.recipes`).
 
-    Every setting left at ``None`` comes from the recipe (``epochs`` too); ``warmup=None`` turns the paper's
-    warm-up on for nets of 54+ blocks (ResNet-110). ``amp`` (bfloat16 autocast; float16 on GPUs before Ampere,
-    :func:`resnet_lab.runtime.autocast_dtype`) defaults to on for CUDA and for CPUs with AMX
-    (:func:`resnet_lab.runtime.cpu_has_amx`), ``channels_last`` to on for CUDA and CPU.
+    Every setting left at ``None`` comes from the recipe (``epochs`` too); with ``recipe="paper"``, ``warmup=None``
+    turns the paper's warm-up on for nets of 54+ blocks (ResNet-110; the fast recipe has its own gradual one).
+    ``amp`` (bfloat16 autocast; float16 on GPUs before Ampere, :func:`resnet_lab.runtime.autocast_dtype`) defaults
+    to on for CUDA and for CPUs with AMX (:func:`resnet_lab.runtime.cpu_has_amx`), ``channels_last`` to on for
+    CUDA and CPU.
     With ``out_dir``, each epoch ends with an atomic ``checkpoint.pt`` and ``metrics.json``; ``resume=True``
-    continues from the checkpoint (bit-identical on CPU with a fixed thread count). Returns the history: one dict
-    per epoch with ``epoch, train_loss, train_acc, val_loss, val_acc, test_loss, test_acc, images_per_s, seconds,
-    lr, images`` (losses are plain cross-entropy, accuracies fractions, None where not measured; ``seconds`` is the
-    whole epoch, ``images_per_s`` training only). Raises TrainingDiverged on a NaN/inf loss.
+    continues from the checkpoint, with the same network and settings (bit-identical on CPU with a fixed thread
+    count). Returns the history: one dict per epoch with ``epoch, train_loss, train_acc, val_loss, val_acc,
+    test_loss, test_acc, images_per_s, seconds, lr, images`` (losses are plain cross-entropy, accuracies fractions,
+    None where not measured; ``seconds`` is the whole epoch, ``images_per_s`` training only). Raises
+    TrainingDiverged on a NaN/inf loss, ValueError on settings that cannot train (or resume).
     """
     from .runtime import pick_device
 
@@ -159,12 +174,12 @@ def fit(
                          f"try {config['batch_size'] // world * world or world}")
     if warmup is None:
         warmup = recipe == "paper" and len(getattr(model, "blocks", ())) >= 54
-    config.update(model=name, warmup=warmup, seed=seed, data=data.source, train_size=len(data.train_labels),
-                  split_seed=data.split_seed)
-    net, runnable, amp_dtype, channels_last = prepare_model(model, device, amp=amp, channels_last=channels_last,
-                                                            compile=compile)
+    config.update(model=name, architecture=_architecture(model), warmup=warmup, seed=seed, data=data.source,
+                  train_size=len(data.train_labels), split_seed=data.split_seed)
+    runnable, amp_dtype, channels_last = prepare_model(model, device, amp=amp, channels_last=channels_last,
+                                                       compile=compile)
     with torch.no_grad():  # a wrong head fails here with a clear message, not deep in cross_entropy
-        outputs = net.eval()(torch.zeros(1, *data.train_images.shape[1:], device=device)).shape[-1]
+        outputs = model.eval()(torch.zeros(1, *data.train_images.shape[1:], device=device)).shape[-1]
     if outputs != len(data.classes):
         raise ValueError(f"the model has {outputs} outputs but the data has {len(data.classes)} classes; "
                          f"build it with num_classes={len(data.classes)}")
@@ -175,13 +190,18 @@ def fit(
     loader_options = {"device": device, "channels_last": channels_last, "rank": rank, "world_size": world}
     train_loader = TensorLoader(data.train_images, data.train_labels, config["batch_size"] // world, train=True,
                                 seed=seed, padding=config["crop_padding"], **loader_options)
+    if len(train_loader) == 0:  # one image per process: an epoch never ends on a batch of one image
+        raise ValueError(f"{len(data.train_labels)} training image(s) over {world} process(es) give no training "
+                         f"step (BatchNorm cannot train on a batch of one image); train on at least {world + 1} "
+                         "images (--subset)")
     eval_loaders = {split: TensorLoader(images, labels, min(1024, 2 * config["batch_size"]), train=False,
                                         **loader_options)
                     for split, images, labels in (("val", data.val_images, data.val_labels),
                                                   ("test", data.test_images, data.test_labels)) if images is not None}
-    optimizer = make_optimizer(net, lr=config["lr"], momentum=config["momentum"], nesterov=config["nesterov"],
+    optimizer = make_optimizer(model, lr=config["lr"], momentum=config["momentum"], nesterov=config["nesterov"],
                                weight_decay=config["weight_decay"], decay_norm_and_bias=config["decay_norm_and_bias"])
-    scheduler = make_scheduler(optimizer, config, config["epochs"] * len(train_loader), warmup=warmup)
+    lr_factor = LRFactor.from_recipe(config, config["epochs"] * len(train_loader), warming_up=warmup)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)  # per step; its state holds lr_factor's
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
     # resume, or refuse to overwrite a run that exists
@@ -196,11 +216,14 @@ def fit(
         saved = dict(state["config"])
         saved.setdefault("split_seed", saved.get("seed"))  # runs saved before it was recorded drew it with the seed
         saved.setdefault("crop_padding", 4)  # and every recipe padded by 4 before it was a setting
+        saved.setdefault("architecture", config["architecture"])  # not checked in runs saved before it was recorded
         changed = {key: (saved.get(key), config[key]) for key in _RESUME_KEYS if saved.get(key) != config[key]}
         if changed:
-            raise ValueError(f"cannot resume {path}: settings differ (saved, now): {changed}; use the saved "
-                             "settings, or another out_dir for a new run")
-        net.load_state_dict(state["model"])
+            advice = ("the run trained another network: build the same one (layers and sizes)"
+                      if "architecture" in changed else "use the saved settings")
+            raise ValueError(f"cannot resume {path}: settings differ (saved, now): {changed}; {advice}, or another "
+                             "out_dir for a new run")
+        model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         if state["scaler"]:  # empty when saved without loss scaling: a CPU or bf16 run resumed in fp16 starts afresh
@@ -211,7 +234,7 @@ def fit(
             tqdm.write(f"resuming {path} after epoch {state['epoch']} of {config['epochs']}")
     train_model = runnable
     if world > 1:  # parameters start equal (DDP broadcasts rank 0's); gradients are averaged every step
-        # per-rank BatchNorm: no buffer sync in forward (the default copies rank 0's every step); see _average_buffers
+        # per-rank BatchNorm: no buffer sync in forward (the default copies rank 0's every step); see average_buffers
         no_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in
                    inspect.signature(nn.parallel.DistributedDataParallel).parameters else {"broadcast_buffers": False})
         train_model = nn.parallel.DistributedDataParallel(
@@ -224,16 +247,18 @@ def fit(
         for epoch in range(len(history) + 1, config["epochs"] + 1):
             start = time.perf_counter()
             train_loader.set_epoch(epoch)
+            bar.set_description(f"epoch {epoch}/{config['epochs']}")
             try:
-                totals = train_epoch(train_model, train_loader, optimizer, scheduler, scaler, config, epoch=epoch,
-                                      amp_dtype=amp_dtype, bar=bar)
+                totals = train_epoch(train_model, train_loader, optimizer, scheduler, scaler, epoch=epoch,
+                                     label_smoothing=config["label_smoothing"],
+                                     warmup=lr_factor if warmup else None, amp_dtype=amp_dtype, bar=bar)
             except TrainingDiverged as error:
                 raise TrainingDiverged(f"training diverged: {error}; "
                                        f"{_divergence_advice(config, path if history else None, len(history))}"
                                        ) from None
             train_seconds = time.perf_counter() - start
             if world > 1:
-                average_buffers(net, world)
+                average_buffers(model, world)
             record = {"epoch": epoch, "train_loss": totals["loss_sum"] / totals["images"],
                       "train_acc": totals["correct"] / totals["images"], "val_loss": None, "val_acc": None,
                       "test_loss": None, "test_acc": None}
@@ -245,7 +270,7 @@ def fit(
                           lr=optimizer.param_groups[0]["lr"], images=totals["images"])
             history.append(record)
             if path is not None and rank == 0:  # checkpoint, then metrics: both atomic
-                atomic_save({"epoch": epoch, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
+                atomic_save({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                              "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state(),
                              "config": config, "history": history}, path)
                 write_metrics(path.parent / METRICS_NAME, model=name, recipe=recipe, seed=seed, device=device.type,
@@ -282,7 +307,7 @@ def _divergence_advice(config: dict, saved: Path | None, epoch: int) -> str:
 
 
 def _summary(record: dict, epochs: int) -> str:
-    """One line per epoch: ``epoch 3/30 | train 0.812 / 71.2% | val ... | test ... | 1234 img/s | 40.1 s``."""
+    """One line per epoch: ``epoch 3/30 | train loss 0.812 acc 71.2% | val ... | test ... | 1234 img/s | 40.1 s``."""
     parts = [f"epoch {record['epoch']}/{epochs}"]
     for split in ("train", "val", "test"):
         if record[f"{split}_loss"] is not None:
@@ -416,7 +441,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             model = build_model(args.model)
             if rank > 0:
-                dist.barrier()  # rank 0 downloads, decodes and caches first; the others then read its cache
+                dist.barrier()  # rank 0 downloads (and caches an image folder) first; the others then read its files
             data = load_cifar10(args.data, download=args.download, val_split=args.val_split, subset=args.subset,
                                 seed=args.split_seed, smoke=args.smoke)
             if rank == 0 and world > 1:
@@ -446,7 +471,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (FileExistsError, ValueError) as error:
             parser.error(str(error))
         except TrainingDiverged as error:
-            print(f"error: {error}", file=sys.stderr)
+            if rank == 0:  # every rank stops at the same step, with the same message
+                print(f"error: {error}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
             return 130

@@ -108,6 +108,13 @@ def test_an_imagenet_resnet_trains_with_one_output_per_class(tmp_path, capsys):
     imagenet_resnet(18, num_classes=10).load_state_dict(state["model"])
 
 
+def test_a_training_set_too_small_for_one_step_is_a_clean_error(tmp_path, capsys):
+    err = run_failing(["--smoke", "--subset", "1", "--model", "resnet8", "--epochs", "1", "--threads", "1",
+                       "--out", str(tmp_path / "run"), "--no-progress"], capsys)
+    assert "1 training image(s) over 1 process(es) give no training step" in err
+    assert "at least 2 images (--subset)" in err and not (tmp_path / "run").exists()
+
+
 def test_a_diverging_run_exits_1_with_advice_for_the_command_line(tmp_path, capsys):
     assert main(["--smoke", "--model", "resnet8", "--epochs", "1", "--batch-size", "100", "--lr", "1e30",
                  "--threads", "1", "--out", str(tmp_path / "run"), "--no-progress"]) == 1

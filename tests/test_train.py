@@ -3,12 +3,14 @@
 Tiny settings throughout: ResNet-8 on the synthetic smoke stand-in, on the CPU with a fixed thread count.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
 import socket
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -17,17 +19,18 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.overrides import TorchFunctionMode
 
-from resnet_lab import engine
-from resnet_lab.checkpoint import METRICS_FIELDS, find_trained
+from resnet_lab import engine, models
+from resnet_lab.checkpoint import METRICS_FIELDS, atomic_write, find_trained
 from resnet_lab.data import make_smoke_cifar
 from resnet_lab.loader import TensorLoader
-from resnet_lab.models import cifar_resnet
+from resnet_lab.models import build_model, cifar_resnet
 from resnet_lab.plots import LiveCurves
 from resnet_lab.recipes import LRFactor
 from resnet_lab.train import TrainingDiverged, evaluate, fit, main, prepare_model
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"epochs": 3, "batch_size": 50, "device": "cpu", "progress": False}
+TIMING = ("images_per_s", "seconds")
 
 
 @pytest.fixture(autouse=True)
@@ -47,6 +50,14 @@ def smoke():
 def tiny_model(seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
     return cifar_resnet(8)
+
+
+def without_timing(history: list[dict]) -> list[dict]:
+    return [{key: value for key, value in record.items() if key not in TIMING} for record in history]
+
+
+def stop_after_epoch(record: dict) -> None:
+    raise KeyboardInterrupt  # as if Ctrl-C came right after the epoch's checkpoint
 
 
 class FailAt:
@@ -107,6 +118,36 @@ def test_a_run_resumes_only_on_the_validation_split_it_started_with(smoke, tmp_p
         fit(tiny_model(), other_split, **settings, resume=True)
 
 
+def test_a_run_resumes_only_with_the_network_it_trained(smoke, tmp_path):
+    settings = dict(TINY, epochs=2)  # no model_name: fit records every net of resnet_lab.models as "resnet"
+
+    def plain8():
+        torch.manual_seed(0)
+        return build_model("plain8")
+
+    full = fit(plain8(), smoke, **settings, out_dir=tmp_path / "full")
+    with pytest.raises(KeyboardInterrupt):
+        fit(plain8(), smoke, **settings, out_dir=tmp_path / "cut", on_epoch_end=stop_after_epoch)
+    # resnet8 has plain8's weight names and shapes (option A shortcuts have no weights): refused all the same
+    for other in (build_model("resnet8"), build_model("plain14")):
+        with pytest.raises(ValueError, match=r"settings differ.*'architecture'.*another network"):
+            fit(other, smoke, **settings, out_dir=tmp_path / "cut", resume=True)
+    path = tmp_path / "cut" / "checkpoint.pt"
+    state = torch.load(path, weights_only=True)  # a run saved before the architecture was recorded still resumes
+    del state["config"]["architecture"]
+    torch.save(state, path)
+    resumed = fit(plain8(), smoke, **settings, out_dir=tmp_path / "cut", resume=True)
+    assert without_timing(resumed) == without_timing(full)
+
+
+def test_a_training_set_too_small_for_one_step_is_a_clear_error(smoke, tmp_path):
+    one_image = dataclasses.replace(smoke, train_images=smoke.train_images[:1], train_labels=smoke.train_labels[:1])
+    with pytest.raises(ValueError, match=r"1 training image\(s\) over 1 process\(es\) give no training step.*"
+                                         r"at least 2 images"):
+        fit(tiny_model(), one_image, **TINY, out_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_run_saved_before_crop_padding_was_recorded_counts_as_padded_by_4(smoke, tmp_path):
     for recipe in ("paper", "fast"):  # the paper pads by 4: it resumes; the fast recipe now pads by 2: it refuses
         settings = dict(TINY, recipe=recipe, epochs=1, out_dir=tmp_path / recipe, model_name="resnet8")
@@ -131,7 +172,10 @@ def test_evaluate_returns_loss_accuracy_and_confusion_matrix(smoke):
     predictions = logits.argmax(1)
     assert result.confusion.shape == (10, 10) and result.confusion.dtype == torch.int64
     assert result.confusion.sum() == 50 and result.confusion[3].sum() == 5
-    assert result.confusion[smoke.test_labels[7], predictions[7]] >= 1
+    counted = torch.zeros(10, 10, dtype=torch.int64)
+    for true, predicted in zip(smoke.test_labels.tolist(), predictions.tolist()):
+        counted[true, predicted] += 1
+    assert torch.equal(result.confusion, counted)
     assert result.accuracy == pytest.approx((predictions == smoke.test_labels).float().mean().item())
     assert result.loss == pytest.approx(torch.nn.functional.cross_entropy(logits, smoke.test_labels).item(), rel=1e-5)
 
@@ -178,6 +222,57 @@ def test_nan_loss_stops_with_advice_and_keeps_the_last_good_checkpoint(smoke, tm
     with pytest.raises(TrainingDiverged, match="nothing was saved") as error:  # same without out_dir
         fit(tiny_model(), smoke, **TINY, lr=1e30)
     assert "out_dir" not in str(error.value)
+
+
+HOST_READS = {"item", "tolist", "__bool__", "__int__", "__float__", "__index__", "nonzero"}
+
+
+class CountHostReads(TorchFunctionMode):
+    """Counts the tensor calls that copy a value to the host (on a GPU, each waits for its queue to finish)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.count += getattr(func, "__name__", None) in HOST_READS
+        return func(*args, **(kwargs or {}))
+
+
+def epoch_parts(model: torch.nn.Module, scaler: torch.amp.GradScaler | None = None):
+    """A loader, an SGD optimizer, a constant per-step schedule and a loss scaler (off unless given)."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    return (optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0),
+            scaler or torch.amp.GradScaler("cpu", enabled=False))
+
+
+def test_an_epoch_reads_from_the_device_once_per_check(smoke):
+    model = tiny_model()
+    loader = TensorLoader(smoke.train_images, smoke.train_labels, 50, train=True)
+    with CountHostReads() as reads, engine.tqdm(disable=True) as bar:  # a notebook's progress=False
+        totals = engine.train_epoch(model, loader, *epoch_parts(model), epoch=1, bar=bar)
+    assert reads.count == len(loader) + 1  # a CPU checks every step, then the epoch's totals are read
+    assert totals["images"] == 200 and 0 < totals["loss_sum"] / totals["images"] < 10
+
+
+def test_the_paper_warmup_ends_at_the_same_step_on_every_device(smoke, monkeypatch):
+    settings = dict(TINY, epochs=1, batch_size=10, recipe="paper", lr=0.5, warmup=True)  # 20 steps
+    checked_every_step = fit(tiny_model(), smoke, **settings)  # as on a CPU
+    monkeypatch.setattr(engine, "_check_every", lambda device: 20)  # as on a GPU: one check in this epoch
+    assert without_timing(fit(tiny_model(), smoke, **settings)) == without_timing(checked_every_step)
+
+
+def test_a_step_skipped_by_the_float16_loss_scaler_brings_no_scheduler_warning(smoke):
+    model = tiny_model()
+    loader = TensorLoader(smoke.train_images[:100], smoke.train_labels[:100], 50, train=True)
+    scaler = torch.amp.GradScaler("cpu", init_scale=float("inf"))  # every step overflows, as float16's first often do
+    optimizer, scheduler, scaler = epoch_parts(model, scaler)
+    weights = model.fc.weight.clone()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        engine.train_epoch(model, loader, optimizer, scheduler, scaler, epoch=1)
+    assert torch.equal(model.fc.weight, weights) and scheduler.last_epoch == len(loader)  # skipped, yet lr advanced
+    assert not [w for w in caught if "lr_scheduler.step()" in str(w.message)]
 
 
 def test_the_advice_after_a_divergence_can_be_followed(smoke, tmp_path):
@@ -257,12 +352,12 @@ def test_cpu_trains_in_bfloat16_by_default_only_with_amx(smoke, tmp_path, monkey
 @pytest.mark.parametrize("channels_last", [None, False])
 def test_prepare_model_keeps_one_set_of_weights_in_the_chosen_memory_format(channels_last):
     model = tiny_model()
-    net, runnable, amp_dtype, chosen = prepare_model(model, torch.device("cpu"), amp=True,
-                                                     channels_last=channels_last, compile=False)
-    assert net is model and runnable is net and amp_dtype is torch.bfloat16 and chosen is (channels_last is None)
-    conv = next(p for p in net.parameters() if p.dim() == 4)
+    runnable, amp_dtype, chosen = prepare_model(model, torch.device("cpu"), amp=True, channels_last=channels_last,
+                                                compile=False)
+    assert runnable is model and amp_dtype is torch.bfloat16 and chosen is (channels_last is None)
+    conv = next(p for p in model.parameters() if p.dim() == 4)
     assert conv.is_contiguous(memory_format=torch.channels_last) is chosen
-    _, compiled, _, _ = prepare_model(model, torch.device("cpu"), amp=False, channels_last=None, compile=True)
+    compiled, _, _ = prepare_model(model, torch.device("cpu"), amp=False, channels_last=None, compile=True)
     assert compiled is not model and compiled._orig_mod is model  # compiled lazily: weights shared, not copied
 
 
@@ -339,6 +434,34 @@ def test_two_process_gloo_ddp_ends_with_identical_weights(tmp_path):
     assert all(torch.equal(saved["model"][k], ranks[0]["state"][k]) for k in saved["model"])
 
 
+def ddp_diverging_main_worker(rank: int, world: int, port: int, out: str) -> None:
+    """``main`` as torchrun starts it, with a NaN loss on rank 1 alone at its second step."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    build = models.build_model
+
+    def build_nan_on_rank_1(name: str) -> torch.nn.Module:
+        model = build(name)
+        if rank == 1:
+            model.fc.register_forward_hook(FailAt(step=2))
+        return model
+
+    models.build_model = build_nan_on_rank_1  # main imports it when it runs
+    with open(f"{out}/stderr{rank}.txt", "w") as stderr, contextlib.redirect_stderr(stderr):
+        code = main(["--smoke", "--subset", "40", "--model", "resnet8", "--epochs", "1", "--batch-size", "8",
+                     "--device", "cpu", "--threads", "1", "--no-amp", "--no-progress", "--out", f"{out}/run"])
+    Path(f"{out}/code{rank}").write_text(str(code))
+
+
+def test_a_divergence_on_one_ddp_rank_stops_every_rank_and_is_reported_once(tmp_path):
+    mp.spawn(ddp_diverging_main_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    assert [(tmp_path / f"code{rank}").read_text() for rank in range(2)] == ["1", "1"]
+    errors = [(tmp_path / f"stderr{rank}.txt").read_text() for rank in range(2)]
+    # rank 0's own loss was finite: the message names the step, not rank 0's value
+    assert "error: training diverged: the loss became NaN or infinite at epoch 1, step 2 of 5" in errors[0]
+    assert "error" not in errors[1]  # rank 0 alone prints
+
+
 # ---------------------------------------------------------------------------------------------- command line
 def test_command_line_smoke_run_end_to_end(tmp_path):
     env = dict(os.environ, RESNET_LAB_CACHE=str(tmp_path / "cache"), PYTHONPATH=str(ROOT))
@@ -401,3 +524,13 @@ def test_a_run_saved_without_loss_scaling_resumes_in_float16(tmp_path, monkeypat
     history = fit(tiny_model(), smoke, **dict(TINY, epochs=2), amp=True, out_dir=tmp_path, resume=True)
     assert len(history) == 2 and 0 < history[-1]["train_loss"] < 10
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["scaler"]["scale"] > 0  # now it scales
+
+
+def test_saving_leaves_the_process_umask_alone(tmp_path, monkeypatch):
+    mask = os.umask(0)
+    os.umask(mask)
+    calls = []
+    monkeypatch.setattr(os, "umask", lambda new: calls.append(new) or mask)
+    atomic_write(tmp_path / "metrics.json", lambda temporary: temporary.write_text("{}"))
+    assert calls == []  # setting it to 0, even for an instant, gives other threads' new files mode 0666
+    assert (tmp_path / "metrics.json").stat().st_mode & 0o777 == 0o666 & ~mask
