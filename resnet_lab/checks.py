@@ -17,7 +17,11 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.module import register_module_parameter_registration_hook
 from torch.overrides import TorchFunctionMode
+
+from .blocks import BasicBlock
+from .models import cifar_resnet, count_parameters
 
 __all__ = ["check_init_std", "check_input_gradient", "check_basic_block", "check_cifar_param_count",
            "check_batch_flip", "check_filter_normalize"]
@@ -177,6 +181,10 @@ def _input_gradient_mistakes(
     shifted = ("your slopes are shifted by one layer. J_l = diag(tanh'(z_l)) W_l pairs W_l with the slope at its "
                "own output h_l = tanh(W_l h_{l-1}), on the output side of W_l; the slope at its input h_{l-1} "
                "belongs to the layer before.")
+    precedence = ("you multiply by the right slope, 1 - h_l^2, but after W_l.T instead of before it. If you wrote "
+                  "W.T @ g * s: @ and * have the same precedence and Python applies them left to right, so that is "
+                  "(W.T @ g) * s. J_l^T = W_l^T diag(1 - h_l^2): the slope multiplies g first, on the output side "
+                  "of W_l, so put parentheses around the product of the slope and g.")
     mistakes = [
         (dict(slopes=[1.0] * len(weights)),
          "you multiplied by the weights only. Each layer's Jacobian is diag(tanh'(z_l)) W_l, with tanh'(z) = "
@@ -189,7 +197,7 @@ def _input_gradient_mistakes(
          "the square is of tanh(z_l), the layer's output h_l."),
         (dict(slopes=[1 - h**2 for h in hs[:-1]]), shifted),
         (dict(slopes=[1 - h**2 for h in hs[:-1]], slope_after=True), shifted),
-        (dict(slopes=own, slope_after=True), shifted),
+        (dict(slopes=own, slope_after=True), precedence),
         (dict(weights=weights[::-1], slopes=own[::-1]),
          "you walked the layers from the first to the last. The chain rule goes back from the output: start with "
          "grad_output at the last layer and end at the first."),
@@ -221,7 +229,7 @@ def _random_network(
 def check_input_gradient(
     input_gradient: Callable[[list[torch.Tensor], torch.Tensor, torch.Tensor], torch.Tensor], strict: bool = False
 ) -> bool:
-    """Check ``input_gradient(weights, x, grad_output)`` against autograd.
+    """Check ``input_gradient(weights, x, grad_output)`` against autograd, on tanh networks of 3, 1 and 5 layers.
 
     The network is ``h_0 = x``, ``h_l = tanh(W_l h_{l-1})`` with ``W_l`` of shape ``(out, in)``; the function
     must return dL/dx given ``grad_output`` = dL/dh_L, by multiplying transposed layer Jacobians, in any float
@@ -279,12 +287,26 @@ def check_input_gradient(
             raise _Fail(f"return a tensor; got {type(got).__name__}")
         if got.shape != want.shape:
             raise _Fail(f"dL/dx must have the shape of x, {tuple(want.shape)}; got {tuple(got.shape)}")
-        if torch.allclose(got.to(want.dtype), want, rtol=1e-4, atol=1e-6):
-            return "your Jacobian product matches autograd."
-        raise _Fail(mistake(got, weights, x, grad_output) or (
-            "the values differ from autograd. Layer l computes h_l = tanh(z_l) with z_l = W_l h_{l-1}, so its "
-            "Jacobian is J_l = diag(tanh'(z_l)) W_l and dL/dx = J_1^T J_2^T ... J_L^T grad_output. Check each "
-            "factor: is it tanh's slope, and does it use the activation of its own layer?"))
+        if not torch.allclose(got.to(want.dtype), want, rtol=1e-4, atol=1e-6):
+            raise _Fail(mistake(got, weights, x, grad_output) or (
+                "the values differ from autograd. Layer l computes h_l = tanh(z_l) with z_l = W_l h_{l-1}, so its "
+                "Jacobian is J_l = diag(tanh'(z_l)) W_l and dL/dx = J_1^T J_2^T ... J_L^T grad_output. Check each "
+                "factor: is it tanh's slope, and does it use the activation of its own layer?"))
+        for sizes in ([3, 7], [4, 9, 3, 6, 2, 5]):  # 1 and 5 layers: code written for 3 layers fails
+            network, layers, crash = _random_network(sizes, generator), len(sizes) - 1, ""
+            try:
+                got = run(*network)
+            except _Fail:
+                raise
+            except Exception as error:
+                got, crash = None, f" (it raised {type(error).__name__}: {error})"
+            want = _reference_input_gradient(*network)
+            if not (isinstance(got, torch.Tensor) and got.shape == want.shape
+                    and torch.allclose(got.to(want.dtype), want, rtol=1e-4, atol=1e-6)):
+                raise _Fail(f"right for a network of 3 layers, but not for one of {layers} "
+                            f"layer{'' if layers == 1 else 's'}{crash}. Walk back through every layer in `weights`, "
+                            "however many there are, rather than a number of layers written into the code.")
+        return "your Jacobian product matches autograd, for networks of 1, 3 and 5 layers."
 
     return _run_check("check_input_gradient", check, strict)
 
@@ -391,6 +413,13 @@ def _shares_memory(view: torch.Tensor, tensor: torch.Tensor) -> bool:
     return view is tensor or view.untyped_storage().data_ptr() == tensor.untyped_storage().data_ptr()
 
 
+def _projection_normalised(block: nn.Module, x: torch.Tensor) -> bool:
+    """Whether a BatchNorm normalises the output of every 1x1 convolution that ``block(x)`` calls."""
+    calls = _calls(block, x)
+    return all(any(isinstance(bn, nn.BatchNorm2d) and _shares_memory(bn_input, output) for bn, bn_input, _ in calls)
+               for conv, _, output in calls if _is_1x1(conv))
+
+
 def _check_batchnorm_settings(bn: nn.BatchNorm2d) -> None:
     """Fail on the eps and momentum that code ported from Keras brings along."""
     if bn.eps != 1e-5:
@@ -459,8 +488,6 @@ def _outputs_with_reference(
     reference then puts the input's channels where ``block`` does. The flag returned says whether they are first,
     as in the package's block.
     """
-    from .blocks import BasicBlock
-
     block.eval()
     x = torch.randn(2, in_channels, 8, 8)
     calls = _calls(block, x)
@@ -520,7 +547,6 @@ def check_basic_block(block_class: Callable[..., nn.Module], strict: bool = Fals
     projection in every block (option C), a projection created but not called, and a shortcut fed a tensor of the
     branch (x reassigned in forward) get a hint.
     """
-    from .blocks import BasicBlock
 
     def check() -> str:
         torch.manual_seed(0)
@@ -533,8 +559,11 @@ def check_basic_block(block_class: Callable[..., nn.Module], strict: bool = Fals
                 raise
             except Exception as error:
                 name = getattr(block_class, "__name__", "your block")
-                raise _Fail(f"{name}({in_channels}, {out_channels}, stride={stride}) failed: "
-                            f"{type(error).__name__}: {error}") from None
+                signature = (" The checker passes the stride as the third positional argument, as torchvision does: "
+                             "define __init__(self, in_channels, out_channels, stride=1)."
+                             if isinstance(error, TypeError) else "")
+                raise _Fail(f"{name}({in_channels}, {out_channels}, {stride}) failed: "
+                            f"{type(error).__name__}: {error}.{signature}") from None
             x = torch.randn(2, in_channels, 8, 8)
             try:
                 out = block(x)
@@ -584,7 +613,7 @@ def check_basic_block(block_class: Callable[..., nn.Module], strict: bool = Fals
                             "the same and changes only where the shape does, by zero-padding (A) or a projection "
                             "there alone (B).")
             reference = BasicBlock(in_channels, out_channels, stride, shortcut="B" if projection else "A")
-            ours, theirs = _count(reference), _count(block)
+            ours, theirs = count_parameters(reference), count_parameters(block)
             if theirs != ours and _shortcut_takes_a_branch_tensor(block_class):
                 raise _Fail(_REASSIGNED_INPUT)
             unused = _unused_parameters(block, x) if theirs != ours else {}
@@ -595,8 +624,15 @@ def check_basic_block(block_class: Callable[..., nn.Module], strict: bool = Fals
                             "shape changes? Create it only where the shape changes; parameters that are never used "
                             "are still counted, saved and handed to the optimizer.")
             if theirs != ours:
-                bias = any(m.bias is not None for m in convs)
-                hint = " Convolutions followed by BatchNorm need no bias (bias=False)." if bias else ""
+                if projection and not _projection_normalised(block, x):
+                    raise _Fail(f"{in_channels} -> {out_channels}, stride {stride}: your projection has no BatchNorm "
+                                f"({theirs:,} parameters; with it, {ours:,}). Option B is a 1x1 convolution followed "
+                                "by nn.BatchNorm2d(out_channels), like every convolution of the block (the paper puts "
+                                "BN right after each convolution, §3.4; torchvision's downsample is conv1x1 + BN).")
+                biased = [m for m in called if isinstance(m, nn.Conv2d) and m.bias is not None]
+                hint = (" Convolutions followed by BatchNorm need no bias (bias=False)"
+                        + (", the 1x1 projection included." if any(_is_1x1(m) for m in biased) else ".")
+                        if biased else "")
                 raise _Fail(f"{in_channels} -> {out_channels}, stride {stride}: {theirs:,} parameters, but a basic "
                             f"block with shortcut {'B' if projection else 'A'} has {ours:,}.{hint}")
 
@@ -622,6 +658,9 @@ def check_basic_block(block_class: Callable[..., nn.Module], strict: bool = Fals
                 continue
             if _shortcut_takes_a_branch_tensor(block_class):
                 raise _Fail(_REASSIGNED_INPUT)
+            if (got < 0).any() and torch.allclose(F.relu(got), want, atol=1e-5):
+                raise _Fail("the ReLU after the addition is missing: the block returns the sum itself. Keep the ReLU "
+                            "inside the branch and return relu(bn2(conv2(...)) + shortcut(x)).")
             if (got < 0).any():
                 raise _Fail("the output has negative values: apply the ReLU after the addition, "
                             "out = relu(bn2(conv2(...)) + shortcut(x)), not to the branch before it.")
@@ -643,11 +682,22 @@ def check_basic_block(block_class: Callable[..., nn.Module], strict: bool = Fals
     return _run_check("check_basic_block", check, strict)
 
 
-def _count(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
 # ---------------------------------------------------------------------------------------------- notebook 03
+
+
+class _ParameterWatch:
+    """Counts the parameters that modules register inside ``with`` (any layer built, by anyone)."""
+
+    def __enter__(self) -> _ParameterWatch:
+        self.registered = 0
+        self._handle = register_module_parameter_registration_hook(self._seen)
+        return self
+
+    def _seen(self, module: nn.Module, name: str, parameter: nn.Parameter | None) -> None:
+        self.registered += parameter.numel() if parameter is not None else 0
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._handle.remove()
 
 
 class _ParamCount(NamedTuple):
@@ -667,18 +717,26 @@ def check_cifar_param_count(param_count: Callable[[int], int], strict: bool = Fa
     Compared with ``resnet_lab.models.cifar_resnet(6n + 2)`` for several ``n``; any integer type is accepted (NumPy's
     too). Typical mistakes (BatchNorm left out, counted as C or with its running statistics, conv biases, the
     classifier's bias, the stem or its BatchNorm, the first block of a stage changing the width) get their own hint,
-    each only where it explains the difference for every n tested.
+    each only where it explains the difference for every n tested. A ``param_count`` that builds layers (a model,
+    to count its parameters) is refused: the exercise asks for a formula.
     """
-    from .models import cifar_resnet
 
     def check() -> str:
         counts = []
         for n in (1, 2, 3, 9, 18):
+            with _ParameterWatch() as watch:
+                got = param_count(n)
+            if watch.registered:
+                raise _Fail(f"param_count({n}) builds layers ({watch.registered:,} parameters created): counting "
+                            "a model's parameters is what the checker does to get the answer. The exercise asks for "
+                            "a formula in n, without building a model: add up 9 * C_in * C_out per 3x3 conv, 2C per "
+                            "BatchNorm, the stem and the classifier.")
             model = cifar_resnet(6 * n + 2)
             norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
             convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-            counts.append(_ParamCount(n, _as_int(param_count(n)), _count(model), sum(_count(m) for m in norms),
-                                      len(norms), sum(m.out_channels for m in convs)))
+            counts.append(_ParamCount(n, _as_int(got), count_parameters(model),
+                                      sum(count_parameters(m) for m in norms), len(norms),
+                                      sum(m.out_channels for m in convs)))
         wrong = [count for count in counts if count.got != count.want]
         if not wrong:
             return "your formula matches the networks for n = 1, 2, 3, 9, 18 (ResNet-8 to ResNet-110)."
@@ -715,6 +773,10 @@ def check_cifar_param_count(param_count: Callable[[int], int], strict: bool = Fa
         if always(lambda count: -(9 * 16 * 32 + 9 * 32 * 64)):  # stage widths used for the first convs' inputs too
             raise _Fail(f"n={n}: {got:,} vs {want:,}: the first block of stages 2 and 3 maps the *previous* width "
                         "to the new one (16 -> 32, 32 -> 64) in its first conv; the others keep the width.")
+        if always(lambda count: 9 * 32 * 32 - 9 * 16 * 32 + 9 * 64 * 64 - 9 * 32 * 64):  # both first-block convs
+            raise _Fail(f"n={n}: {got:,} is {want - got:,} short, for every n: the first block of stages 2 and 3 "
+                        "changes the width in its first conv only (16 -> 32, 32 -> 64); its second conv already works "
+                        "at the new width (32 -> 32, 64 -> 64), as do all the other blocks' convs.")
         off = f"{want - got:,} short" if want > got else f"{got - want:,} too many"
         raise _Fail(f"n={n} (depth {6 * n + 2}): you count {got:,}, the network has {want:,}: you are {off}. "
                     "Count 3x3 conv weights (9 * C_in * C_out, no bias), 2C per BatchNorm, the stem and the "
@@ -726,11 +788,34 @@ def check_cifar_param_count(param_count: Callable[[int], int], strict: bool = Fa
 # ---------------------------------------------------------------------------------------------- notebook 04
 
 
+def _square_images_hint(
+    flip_batch: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], flip: torch.Tensor
+) -> str | None:
+    """After a broadcasting error on 5 x 7 images: a hint if ``flip_batch`` runs on square ones (5 x 5).
+
+    There height and width are interchangeable; None if it fails there too: then the mask is what does not broadcast.
+    """
+    generator = torch.Generator().manual_seed(3)
+    images = torch.randint(0, 256, (len(flip), 3, 5, 5), generator=generator, dtype=torch.uint8)
+    try:
+        got = flip_batch(images.clone(), flip.clone())
+    except Exception:
+        return None
+    if isinstance(got, torch.Tensor) and torch.equal(
+            got, torch.where(flip[:, None, None, None], images.transpose(-1, -2), images)):
+        return ("on square images your function runs, and returns the flagged images transposed: that swaps their "
+                "height and width. A mirror reverses the width only, images.flip(-1).")
+    return ("on square images your function runs: something in it swaps or mixes the height and the width, which "
+            "fails when they differ. A mirror reverses the width, the last dimension, only: images.flip(-1).")
+
+
 def check_batch_flip(flip_batch: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], strict: bool = False) -> bool:
     """Check ``flip_batch(images, flip)``: mirror left-right exactly the images of ``(N, C, H, W)`` where ``flip``.
 
     Compared with ``resnet_lab.loader.batch_flip`` on a batch with both flipped and unflipped images; the result
-    must keep the images' dtype, and the number of torch calls must not grow with the batch (no Python loop).
+    must keep the images' dtype, and the number of torch calls must not grow with the batch (no Python loop). After
+    a broadcasting error the function runs again on square images: if it runs there, height and width are mixed up
+    (a transpose?), not the mask.
     """
     from .loader import batch_flip
 
@@ -753,7 +838,8 @@ def check_batch_flip(flip_batch: Callable[[torch.Tensor, torch.Tensor], torch.Te
         except RuntimeError as error:
             if not any(word in str(error) for word in ("must match the size", "broadcast", "expanded size")):
                 raise
-            raise _Fail(f"a broadcasting error ({error}): {mask_hint}") from None
+            hint = _square_images_hint(flip_batch, flip) or mask_hint
+            raise _Fail(f"a broadcasting error ({error}): {hint}") from None
         if not isinstance(got, torch.Tensor) or got.shape != images.shape:
             raise _Fail(f"return a tensor of the input's shape {tuple(images.shape)}")
         if got.dtype != images.dtype:
@@ -794,6 +880,12 @@ def check_batch_flip(flip_batch: Callable[[torch.Tensor, torch.Tensor], torch.Te
 # ---------------------------------------------------------------------------------------------- notebook 05
 
 
+_MATRIX_NORMS = {  # what a norm over a filter's 3 dims raises -> why
+    "dim must be a 2-tuple": "Tensor.norm with a tuple of dims computes a matrix norm, which takes exactly 2 dims",
+    "must be of length 1 or 2": "torch.linalg.norm with dim computes a vector norm over 1 dim or a matrix norm over 2",
+}
+
+
 def _filter_norms(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.flatten(1).norm(dim=1)  # (filters,): one norm per slice along dim 0
 
@@ -824,12 +916,13 @@ def check_filter_normalize(
         try:
             got = filter_normalize_fn(given, model)
         except RuntimeError as error:
-            if "dim must be a 2-tuple" not in str(error):
+            what = next((what for message, what in _MATRIX_NORMS.items() if message in str(error)), None)
+            if what is None:
                 raise
-            raise _Fail(f"{error}. Tensor.norm with a tuple of dims computes a matrix norm, which takes exactly 2 "
-                        "dims; a conv weight's filters span 3 (dims 1, 2, 3). Flatten each filter first, "
-                        "d.flatten(1).norm(dim=1), shape (filters,), or use torch.linalg.vector_norm(d, dim=(1, 2, 3), "
-                        "keepdim=True), shape (filters, 1, 1, 1).") from None
+            hint = (f"{error}. {what}; a conv weight's filters span 3 (dims 1, 2, 3). Flatten each filter first, "
+                    "d.flatten(1).norm(dim=1), shape (filters,), or use torch.linalg.vector_norm (not linalg.norm): "
+                    "vector_norm(d, dim=(1, 2, 3), keepdim=True), shape (filters, 1, 1, 1).")
+            raise _Fail(hint) from None
         if not isinstance(got, dict):
             raise _Fail(f"return a dict {{parameter name: tensor}} like the direction; got {type(got).__name__}")
         if got is given or given.keys() != direction.keys() or not all(

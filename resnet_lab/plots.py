@@ -13,17 +13,22 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 from matplotlib.axes import Axes
 from matplotlib.colors import LogNorm
+from matplotlib.contour import QuadContourSet
+from matplotlib.legend import Legend
 from matplotlib.patches import Arc, Rectangle
-from matplotlib.ticker import FuncFormatter, MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
+from numpy.typing import ArrayLike
 from torch import nn
 
+from .blocks import branch_layers
 from .checkpoint import METRICS_NAME
 
-__all__ = ["PLAIN_COLOR", "RESIDUAL_COLOR", "variant_color", "model_depth", "describe", "plot_layer_norms", "new_axes",
-           "draw_network", "plot_history", "LiveCurves", "plot_confusion", "landscape_levels", "plot_landscape",
-           "plot_lesion_curves"]
+__all__ = ["PLAIN_COLOR", "RESIDUAL_COLOR", "variant_color", "model_depth", "describe", "plot_layer_norms",
+           "finish_layer_norms", "draw_network", "plot_history", "LiveCurves", "plot_confusion", "landscape_levels",
+           "plot_landscape", "plot_lesion_curves"]
 
 PLAIN_COLOR = "C1"
 RESIDUAL_COLOR = "C0"
@@ -43,18 +48,16 @@ def model_depth(name: str) -> int:
 
 
 def describe(depth: int, activation: str, init: str | float, norm: str | None = None, width: int | None = None) -> str:
-    """A short figure title such as ``depth 50, sigmoid, default init, no norm``."""
-    init_text = f"gain {init:g}" if isinstance(init, (int, float)) else f"{init} init"
+    """A short figure title such as ``depth 50, sigmoid, default init, no norm``; a gain shows 3 digits (1.41)."""
+    init_text = f"gain {init:.3g}" if isinstance(init, (int, float)) else f"{init} init"
     parts = [f"depth {depth}", activation, init_text, "BatchNorm" if norm == "batch" else "no norm"]
     if width is not None:
         parts.append(f"width {width}")
     return ", ".join(parts)
 
 
-def new_axes(figsize: tuple[float, float] = (7.0, 4.0)) -> Axes:
-    """A fresh figure with one axes, sized for a notebook."""
-    _, ax = plt.subplots(figsize=figsize, layout="constrained")
-    return ax
+_EDGE_ROW = 0.045  # axes fraction between the rows of edge markers of successive curves
+_NO_VALUES = "no finite values"  # the gid of the note an axis without a finite value gets
 
 
 def plot_layer_norms(
@@ -70,34 +73,84 @@ def plot_layer_norms(
 
     Overflow (``inf``/``nan``) is drawn as a triangle pointing up on the top edge of the frame and underflow
     (exactly 0) as one pointing down on the bottom edge, each with its own legend entry: on the frame, they cannot
-    be read as values.
+    be read as values. Each further curve's markers sit one row further in, so that none hides another's. A curve
+    of fewer than 30 layers gets a dot per layer (a single layer is a line of one point, invisible without). Call it
+    once per curve; while no curve has a finite value, the axes get a note in place of the meaningless ticks of an
+    empty log axis. :func:`finish_layer_norms`, after the last curve, places the legend off the markers.
     """
     layers = range(1, len(norms) + 1)
     finite = [(i, v) for i, v in zip(layers, norms) if math.isfinite(v) and v > 0]
     overflow = [i for i, v in zip(layers, norms) if not math.isfinite(v)]
     underflow = [i for i, v in zip(layers, norms) if v == 0]
+    ax.set_yscale("log")  # also restores the ticks that a call for an earlier curve may have hidden
     if finite:
         xs, ys = zip(*finite)
-        ax.plot(xs, ys, color=color, linestyle=linestyle, label=label)
-    ax.set_yscale("log")
+        ax.plot(xs, ys, color=color, linestyle=linestyle, label=label, marker="." if len(norms) < 30 else None)
     transform = ax.get_xaxis_transform()  # x in data units, y in axes fraction (0 = bottom, 1 = top)
-    if overflow:
-        ax.scatter(overflow, [1.0] * len(overflow), transform=transform, marker="^", color=color, s=30,
-                   label=f"{label}: overflow (inf/nan)", clip_on=False, zorder=3)
-    if underflow:
-        ax.scatter(underflow, [0.0] * len(underflow), transform=transform, marker="v", color=color, s=30,
-                   label=f"{label}: underflow (0)", clip_on=False, zorder=3)
+    for kind, found, marker, what in (("overflow", overflow, "^", "overflow (inf/nan)"),
+                                      ("underflow", underflow, "v", "underflow (0)")):
+        if found:
+            inward = _EDGE_ROW * _edge_rows(ax, kind)  # below (above) the rows of the curves drawn before
+            y = 1.0 - inward if kind == "overflow" else inward
+            ax.scatter(found, [y] * len(found), transform=transform, marker=marker, color=color, s=30,
+                       label=f"{label}: {what}", clip_on=False, zorder=3, gid=kind)
     left, right = ax.get_xlim()  # the edge markers do not take part in autoscaling: cover every layer
     ax.set_xlim(min(left, 0), max(right, len(norms) + 1))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))  # no tick between two layers
     ax.set_xlabel("hidden layer (input → output)")
     ax.set_ylabel(ylabel)
     ax.grid(True, which="major", alpha=0.3)
+    _note_if_empty(ax)
+
+
+def _edge_rows(ax: Axes, kind: str) -> int:
+    """How many rows of ``kind`` ("overflow" or "underflow") markers :func:`plot_layer_norms` drew on ``ax``."""
+    return sum(collection.get_gid() == kind for collection in ax.collections)
+
+
+def _has_values(ax: Axes) -> bool:
+    """Whether ``ax``, or an axes sharing its y axis, shows a curve (an edge marker is not a value)."""
+    return any(sibling.lines for sibling in ax.get_shared_y_axes().get_siblings(ax))
+
+
+def _note_if_empty(ax: Axes) -> None:
+    """A note in place of the y ticks while no curve on ``ax`` (or an axes sharing its y axis) has a value."""
+    for note in [text for text in ax.texts if text.get_gid() == _NO_VALUES]:
+        note.remove()
+    if _has_values(ax):
+        return
+    ax.yaxis.set_major_locator(NullLocator())  # the ticks of a log axis without data mean nothing
+    ax.yaxis.set_minor_locator(NullLocator())
+    overflowed, underflowed = _edge_rows(ax, "overflow"), _edge_rows(ax, "underflow")
+    if overflowed and not underflowed:
+        what = "every layer overflowed (inf/nan)"
+    elif underflowed and not overflowed:
+        what = "every norm is exactly 0 (underflow)"
+    else:
+        what = "no layer has a finite, non-zero norm"
+    ax.text(0.5, 0.5, f"{what}:\nnothing to draw on a log axis, only the markers on its frame",
+            transform=ax.transAxes, ha="center", va="center", color="0.35", gid=_NO_VALUES)
+
+
+def finish_layer_norms(ax: Axes, **legend_kwargs: object) -> Legend:
+    """After the last :func:`plot_layer_norms` curve: label a narrow y axis, and place the legend off the markers.
+
+    An axis spanning at most two decades gets plain numbers (0.2, 0.5), not 2x10^-1, and one-digit ends; the
+    legend, ``ax.legend(**legend_kwargs)``, goes to the best place clear of the rows of edge markers.
+    """
+    if _has_values(ax):
+        low, high = ax.get_ylim()
+        if high / low <= 100:
+            _plain_log_labels(ax)
+    over, under = _edge_rows(ax, "overflow"), _edge_rows(ax, "underflow")
+    top = 1.0 - (over - 1) * _EDGE_ROW - 0.03 if over else 1.0  # the last row's markers reach about 0.015 in
+    bottom = (under - 1) * _EDGE_ROW + 0.03 if under else 0.0
+    return ax.legend(loc="best", bbox_to_anchor=(0, bottom, 1, top - bottom), **legend_kwargs)
 
 
 def _block_summary(block: nn.Module) -> tuple[int, int, str]:
     """(output channels, stride, skip kind) of a block from ``resnet_lab.blocks``, read off its layers."""
-    convs = [m for m in block.modules() if isinstance(m, nn.Conv2d)]
-    branch = [m for m in convs if not any(m is d for d in (block.downsample or nn.Identity()).modules())]
+    convs = [m for m in branch_layers(block) if isinstance(m, nn.Conv2d)]
     stride = max(m.stride[0] for m in convs)
     if not getattr(block, "has_skip", True):
         skip = "none"
@@ -107,7 +160,7 @@ def _block_summary(block: nn.Module) -> tuple[int, int, str]:
         skip = "projection"
     else:
         skip = "zero-pad"
-    return branch[-1].out_channels, stride, skip
+    return convs[-1].out_channels, stride, skip
 
 
 def draw_network(model: nn.Module, ax: Axes | None = None, title: str | None = None) -> Axes:
@@ -263,10 +316,10 @@ class LiveCurves:
         plt.close(fig)
 
 
-def plot_confusion(confusion, classes: Sequence[str], ax: Axes | None = None, title: str = "") -> Axes:
+def plot_confusion(
+    confusion: torch.Tensor | np.ndarray, classes: Sequence[str], ax: Axes | None = None, title: str = ""
+) -> Axes:
     """A confusion matrix (rows: true class, columns: prediction) as row-normalised percentages."""
-    import torch
-
     matrix = torch.as_tensor(confusion, dtype=torch.float64)
     percent = 100 * matrix / matrix.sum(1, keepdim=True).clamp(min=1)
     if ax is None:
@@ -285,7 +338,7 @@ def plot_confusion(confusion, classes: Sequence[str], ax: Axes | None = None, ti
     return ax
 
 
-def landscape_levels(losses: Sequence, count: int = 25, max_ratio: float = 30.0) -> np.ndarray:
+def landscape_levels(losses: Sequence[ArrayLike], count: int = 25, max_ratio: float = 30.0) -> np.ndarray:
     """Log-spaced contour levels from the lowest loss in ``losses`` (tensors/arrays): one colour scale for all.
 
     The top level is the highest loss, but at most ``max_ratio`` times the lowest: the levels resolve the basins
@@ -297,7 +350,10 @@ def landscape_levels(losses: Sequence, count: int = 25, max_ratio: float = 30.0)
     return np.geomspace(low, min(max(high, 1.01 * low), max_ratio * low), count)
 
 
-def plot_landscape(ax: Axes, alphas, betas, loss, *, levels: np.ndarray, every: int = 1, title: str = ""):
+def plot_landscape(
+    ax: Axes, alphas: ArrayLike, betas: ArrayLike, loss: ArrayLike, *, levels: np.ndarray, every: int = 1,
+    title: str = "",
+) -> QuadContourSet:
     """Filled contours of a 2-D loss surface ``loss[beta, alpha]`` on a log colour scale shared through ``levels``.
 
     ``every=k`` draws only every k-th grid point per axis (a coarser grid, to see what it would hide). The trained

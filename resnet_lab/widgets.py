@@ -11,6 +11,7 @@ which pair of networks and how fine a grid (``draw_landscapes``); how many block
 from __future__ import annotations
 
 import io
+import math
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -19,10 +20,12 @@ import matplotlib.pyplot as plt
 import torch
 from matplotlib.figure import Figure
 
-from .blocks import BLOCKS, SHORTCUTS, BlockStack
+from .blocks import BLOCKS, SHORTCUTS, BlockStack, branch_layers
 from .gradients import ACTIVATIONS, deep_mlp, grad_norms
+from .models import count_parameters
 from .plots import (
     describe,
+    finish_layer_norms,
     landscape_levels,
     model_depth,
     plot_landscape,
@@ -34,11 +37,17 @@ from .plots import (
 if TYPE_CHECKING:
     import ipywidgets
 
-__all__ = ["VARIANTS", "draw_gradient_norms", "gradient_explorer", "draw_block_gradients", "block_explorer",
-           "draw_landscapes", "landscape_explorer", "draw_lesions", "lesion_explorer"]
+    from .landscape import LandscapeSurface
+
+__all__ = ["VARIANTS", "INIT_CHOICES", "draw_gradient_norms", "gradient_explorer", "draw_block_gradients",
+           "block_explorer", "draw_landscapes", "landscape_explorer", "draw_lesions", "lesion_explorer"]
 
 VARIANTS = ("plain", "residual", "both")
 INIT_CHOICES = ("default", "xavier", "kaiming", "gain")
+# The gain slider's stops: round values, and those notebook 01 asks about (1.3, sqrt 2 and 1.5 for ReLU, 3 and 3.5
+# for float32's overflow at depth 100, 4, 8 and 10 for the sigmoid).
+_GAINS = (0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0, 1.1, 1.2, 1.3, math.sqrt(2), 1.5, 1.7, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0,
+          7.0, 8.0, 9.0, 10.0)
 
 
 def draw_gradient_norms(
@@ -82,7 +91,7 @@ def draw_gradient_norms(
     for name, norms in results.items():
         plot_layer_norms(ax, norms, label=name, color=variant_color(name == "residual"))
     ax.set_title(describe(depth, activation, init_arg, norm, width))
-    ax.legend(loc="best", fontsize="small")
+    finish_layer_norms(ax, fontsize="small")
     return results
 
 
@@ -98,8 +107,10 @@ def gradient_explorer(depth: int = 50, activation: str = "sigmoid", init: str = 
         "depth": widgets.IntSlider(depth, min=2, max=250, step=1, description="depth", continuous_update=False),
         "activation": widgets.Dropdown(options=list(ACTIVATIONS), value=activation, description="activation"),
         "init": widgets.Dropdown(options=list(INIT_CHOICES), value=init, description="init"),
-        "gain": widgets.FloatLogSlider(1.0, base=10, min=-1, max=1, step=0.02, description="gain (init='gain')",
-                                       continuous_update=False, style=style),
+        "gain": widgets.SelectionSlider(options=[("√2 ≈ 1.41" if gain == math.sqrt(2) else f"{gain:g}", gain)
+                                                 for gain in _GAINS],
+                                        value=1.0, description="gain (init='gain')", continuous_update=False,
+                                        style=style),
         "norm": widgets.Dropdown(options=["none", "batch"], value="none", description="norm"),
         "width": widgets.IntSlider(64, min=8, max=256, step=8, description="width", continuous_update=False),
         "variant": widgets.ToggleButtons(options=list(VARIANTS), value="both", description="network"),
@@ -147,11 +158,6 @@ def _panel(
     return widgets.VBox([widgets.HBox([controls[name] for name in row]) for row in rows] + [output, timing])
 
 
-def _branch(block: torch.nn.Module) -> torch.nn.ModuleList:
-    """``block``'s layers without its shortcut module: the residual branch (all of a plain block)."""
-    return torch.nn.ModuleList(layer for name, layer in block.named_children() if name != "downsample")
-
-
 def draw_block_gradients(
     block: str = "basic",
     shortcut: str = "A",
@@ -168,7 +174,9 @@ def draw_block_gradients(
     A block's norm is that of its branch's weights: shortcut C's 1x1 projections are left out, so the curves of
     A, B and C measure the same layers, and a zero-initialised basic block shows no gradient with C either. The
     text panel gives the shapes and parameter count of one downsampling block (16 -> 32 channels, stride 2) of that
-    type and shortcut, and the parameter count of the stack (where shortcut C's projections in every block show).
+    type and shortcut, and the parameter counts of both stacks (where shortcut C's projections in every block show).
+    The plain stack is one of ``PlainBlock``s, two 3x3 convolutions: the basic block's layers without the skip, but
+    not a bottleneck's, so beside a bottleneck stack it is labelled with its size.
     Returns ``norms`` (this block), ``plain_norms`` and ``parameters`` (of the downsampling block).
     """
     if block not in BLOCKS:
@@ -177,26 +185,33 @@ def draw_block_gradients(
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(batch_size, 3, image_size, image_size, generator=generator)
     y = torch.randint(10, (batch_size,), generator=generator)
-    norms = {}
+    norms, stack_parameters = {}, {}
     for name in dict.fromkeys(["plain", block]):
         torch.manual_seed(seed)
         net = BlockStack(name, n_blocks, width, shortcut, zero_init_residual=zero_init and name != "plain")
-        norms[name] = grad_norms(net, x, y, layers=[_branch(b) for b in net.hidden])
-    stack_parameters = sum(p.numel() for p in net.parameters())  # the last stack built: the block's
+        norms[name] = grad_norms(net, x, y, layers=[torch.nn.ModuleList(branch_layers(b)) for b in net.hidden])
+        stack_parameters[name] = count_parameters(net)
     down = BLOCKS[block](width, 2 * width, 2, shortcut, zero_init and block != "plain")
     down_in = torch.zeros(1, down.conv1.in_channels, 32, 32)
-    parameters = sum(p.numel() for p in down.parameters())
+    parameters = count_parameters(down)
     fig = fig if fig is not None else plt.figure(figsize=(9, 4.2), layout="constrained")
     fig.clear()
     ax_text, ax = fig.subplots(1, 2, width_ratios=[1, 2.2])
     ax_text.axis("off")
+    blocks = f"{n_blocks} block{'' if n_blocks == 1 else 's'}"
+    plain_label = "plain"
     if block == "plain":  # no skip, so the shortcut and zero-init controls do not apply
         header = "PlainBlock (no skip, no shortcut)" + (", zero-init n/a" if zero_init else "")
-        shortcut_lines = []
+        shortcut_lines, plain_lines = [], []
     else:
         header = f"{type(down).__name__}, shortcut {shortcut}" + (", zero-init" if zero_init else "")
-        shortcut_parameters = sum(p.numel() for p in (down.downsample or torch.nn.Identity()).parameters())
-        shortcut_lines = [f"  shortcut parameters {shortcut_parameters:,}"]
+        shortcut_lines = [f"  shortcut parameters {count_parameters(down.downsample or torch.nn.Identity()):,}"]
+        plain_lines = ["plain stack: the same without skips", f"  parameters {stack_parameters['plain']:,}"]
+    if block == "bottleneck":  # the package has no bottleneck without its skip: say what the plain curve is
+        ratio = stack_parameters["plain"] / stack_parameters[block]
+        plain_label = f"plain (two 3x3 convs per block, {ratio:.0f}x the parameters)"
+        plain_lines = ["plain stack: PlainBlocks (two 3x3", f"  convs of width {width}, no bottleneck)",
+                       f"  parameters {stack_parameters['plain']:,} ({ratio:.0f}x)"]
     ax_text.text(0, 1, "\n".join([
         header,
         "downsampling instance (stride 2):",
@@ -205,23 +220,27 @@ def draw_block_gradients(
         f"  parameters {parameters:,}",
         *shortcut_lines,
         "",
-        f"stack: {n_blocks} blocks of width {width}",
-        f"  parameters {stack_parameters:,}",
+        f"stack: {blocks} of width {width}",
+        f"  parameters {stack_parameters[block]:,}",
+        *plain_lines,
     ]), va="top", family="monospace", fontsize=9)
     for name, values in norms.items():
-        label = "plain" if name == "plain" else f"residual ({name})"
+        label = plain_label if name == "plain" else f"residual ({name})"
         plot_layer_norms(ax, values, label=label, color=variant_color(name != "plain"))
     ax.set_xlabel("block (input → output)")
     projections = shortcut == "C" and block != "plain"  # the only stack here with a projection in its blocks
     ax.set_ylabel("block weight-gradient L2 norm" + ("\n(branch only: 1x1 shortcuts left out)" if projections else ""))
     compared = "plain" if block == "plain" else f"{block} vs plain"
-    ax.set_title(f"{n_blocks} blocks: {compared}, BatchNorm, He init, ReLU")
-    ax.legend(fontsize="small")
+    ax.set_title(f"{blocks}: {compared}, BatchNorm, He init, ReLU")
+    finish_layer_norms(ax, fontsize="small")
     return {"norms": norms[block], "plain_norms": norms["plain"], "parameters": parameters}
 
 
 def block_explorer(block: str = "basic", n_blocks: int = 27) -> ipywidgets.VBox:
-    """An ipywidgets panel: choose block type, shortcut, zero-init and depth; see shapes, parameters, gradients."""
+    """An ipywidgets panel: choose block type, shortcut, zero-init and depth; see shapes, parameters, gradients.
+
+    For a plain block the shortcut and zero-init controls are disabled: it has no skip and no branch to zero.
+    """
     import ipywidgets as widgets
 
     controls = {
@@ -230,7 +249,12 @@ def block_explorer(block: str = "basic", n_blocks: int = 27) -> ipywidgets.VBox:
         "zero_init": widgets.Checkbox(False, description="zero-init last layer"),
         "n_blocks": widgets.IntSlider(n_blocks, min=1, max=60, description="blocks", continuous_update=False),
     }
-    return _panel(controls, [["block", "shortcut"], ["zero_init", "n_blocks"]], draw_block_gradients,
+
+    def before_redraw() -> None:
+        for name in ("shortcut", "zero_init"):
+            controls[name].disabled = controls["block"].value == "plain"
+
+    return _panel(controls, [["block", "shortcut"], ["zero_init", "n_blocks"]], draw_block_gradients, before_redraw,
                   figsize=(9, 4.2))
 
 
@@ -246,7 +270,9 @@ def _grid_sizes(computed: int) -> list[int]:
     return [2 * (half // k) + 1 for k in range(half, 0, -1) if half % k == 0]
 
 
-def draw_landscapes(surfaces: dict[str, object], depth: int, grid: int, *, fig: Figure | None = None) -> dict:
+def draw_landscapes(
+    surfaces: dict[str, LandscapeSurface], depth: int, grid: int, *, fig: Figure | None = None
+) -> dict[str, object]:
     """Plain and residual loss surfaces of one depth side by side, on one log colour scale.
 
     ``surfaces`` maps model names ("plain20", "resnet20", ...) to results with ``alphas``, ``betas`` and ``loss``
@@ -275,13 +301,15 @@ def draw_landscapes(surfaces: dict[str, object], depth: int, grid: int, *, fig: 
     colorbar = fig.colorbar(contours, ax=list(axes), label="cross-entropy loss (log scale; arrow: higher)")
     low, high = levels[0] * (1 - 1e-6), levels[-1] * (1 + 1e-6)  # a tick at an end stays (float32 losses)
     ticks = [t for t in (10.0 ** e * m for e in range(-3, 10) for m in (1, 2, 5)) if low <= t <= high]
-    colorbar.set_ticks(ticks, labels=[f"{t:g}" for t in ticks])
+    if len(ticks) < 2:  # losses within about 2x of each other: label both ends of the scale instead
+        ticks = [float(levels[0]), float(levels[-1])]
+    colorbar.set_ticks(ticks, labels=[f"{t:.3g}" for t in ticks])
     alphas = [float(a) for a in surfaces[names[0]].alphas[::every]]
     fig.suptitle(f"{len(alphas)} x {len(alphas)} grid points (computed: {computed} x {computed})", fontsize=9)
     return {"every": every, "points": len(alphas), "alphas": alphas}
 
 
-def landscape_explorer(surfaces: dict[str, object]) -> ipywidgets.VBox:
+def landscape_explorer(surfaces: dict[str, LandscapeSurface]) -> ipywidgets.VBox:
     """An ipywidgets panel over precomputed surfaces: choose the depth and how many grid points to draw.
 
     The grid sizes offered are the coarser grids contained in the computed one (see :func:`draw_landscapes`).
@@ -299,7 +327,9 @@ def landscape_explorer(surfaces: dict[str, object]) -> ipywidgets.VBox:
                   figsize=(9, 4.2))
 
 
-def draw_lesions(results: dict[str, dict[int, list[float]]], removed: int, *, fig: Figure | None = None) -> dict:
+def draw_lesions(
+    results: dict[str, dict[int, list[float]]], removed: int, *, fig: Figure | None = None
+) -> dict[str, float]:
     """Accuracy against blocks removed for every model, with the trials at ``removed`` blocks shown one by one.
 
     ``results`` is :func:`resnet_lab.lesion.random_lesions`'s output per model name. Returns the mean accuracy

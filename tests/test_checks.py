@@ -836,3 +836,138 @@ def test_cifar_param_count_diagnoses_hold_for_every_n(wrong, hint, capsys):
     assert checks.check_cifar_param_count(wrong) is False
     out = capsys.readouterr().out
     assert hint in out and "exactly the BatchNorm parameters" not in out
+
+
+# ------------------------------------------------------------------------------ third review: checkers driven
+
+
+def slope_after_by_precedence(weights, x, grad_output):
+    hs, g = forward_activations(weights, x), grad_output
+    for layer in reversed(range(len(weights))):
+        g = weights[layer].T @ g * (1 - hs[layer + 1] ** 2)  # read as (W.T @ g) * s
+    return g
+
+
+def unrolled_for_three_layers(weights, x, grad_output):
+    w1, w2, w3 = weights
+    h1 = torch.tanh(w1 @ x)
+    h2 = torch.tanh(w2 @ h1)
+    h3 = torch.tanh(w3 @ h2)
+    g = w3.T @ ((1 - h3**2) * grad_output)
+    g = w2.T @ ((1 - h2**2) * g)
+    return w1.T @ ((1 - h1**2) * g)
+
+
+def first_three_layers_only(weights, x, grad_output):
+    return solutions.input_gradient(weights[:3], x, grad_output)
+
+
+@pytest.mark.parametrize(
+    "wrong, hint",
+    [
+        (slope_after_by_precedence, "the same precedence"),
+        (unrolled_for_three_layers, "not for one of 1 layer (it raised ValueError"),
+        (first_three_layers_only, "right for a network of 3 layers, but not for one of"),
+    ],
+)
+def test_input_gradient_third_review_mistakes_get_their_hint(wrong, hint, capsys):
+    assert checks.check_input_gradient(wrong) is False
+    out = capsys.readouterr().out
+    assert hint in out and "shifted by one layer" not in out
+
+
+class NoFinalReLU(BlockLayersForward):
+    def forward(self, x):
+        return self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))) + self.shortcut(x)
+
+
+class ProjectionWithoutBatchNorm(ProjectionBlock):
+    """Option B as the paper's Eq. 2, W_s x: a 1x1 convolution and no BatchNorm."""
+
+    def __init__(self, in_channels, out_channels, stride=1):
+        super().__init__(in_channels, out_channels, stride)
+        if self.changes_shape:
+            self.shortcut = nn.Conv2d(in_channels, out_channels, 1, stride, bias=False)
+
+    def forward(self, x):
+        return F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))) + self.shortcut(x))
+
+
+class ProjectionWithBias(ProjectionWithoutBatchNorm):
+    def __init__(self, in_channels, out_channels, stride=1):
+        super().__init__(in_channels, out_channels, stride)
+        if self.changes_shape:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride),
+                                          nn.BatchNorm2d(out_channels))
+
+
+class KeywordOnlyStride(BlockLayersForward):
+    def __init__(self, in_channels, out_channels, *, stride=1):
+        super().__init__(in_channels, out_channels, stride)
+
+
+@pytest.mark.parametrize(
+    "wrong, hint",
+    [
+        (NoFinalReLU, "the ReLU after the addition is missing"),
+        (ProjectionWithoutBatchNorm, "your projection has no BatchNorm"),
+        (ProjectionWithBias, "need no bias (bias=False), the 1x1 projection included"),
+        (KeywordOnlyStride, "KeywordOnlyStride(16, 16, 1) failed: TypeError"),
+        (KeywordOnlyStride, "the stride as the third positional argument"),
+    ],
+)
+def test_basic_block_third_review_mistakes_get_their_hint(wrong, hint, capsys):
+    assert checks.check_basic_block(wrong) is False
+    out = capsys.readouterr().out
+    assert hint in out and "not to the branch before it" not in out
+
+
+def cifar_count_both_first_block_convs_change_width(n):
+    return solutions.cifar_param_count(n) - 9 * (32 * 32 - 16 * 32) - 9 * (64 * 64 - 32 * 64)
+
+
+def cifar_count_by_building_the_model(n):
+    from resnet_lab.models import cifar_resnet
+
+    return sum(p.numel() for p in cifar_resnet(6 * n + 2).parameters())
+
+
+@pytest.mark.parametrize(
+    "wrong, hint",
+    [
+        (cifar_count_both_first_block_convs_change_width, "its second conv already works at the new width"),
+        (cifar_count_by_building_the_model, "without building a model"),
+    ],
+)
+def test_cifar_param_count_third_review_mistakes_get_their_hint(wrong, hint, capsys):
+    assert checks.check_cifar_param_count(wrong) is False
+    assert hint in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "wrong, hint",
+    [
+        (lambda images, flip: torch.where(flip[:, None, None, None], images.transpose(-1, -2), images),
+         "swaps their height and width"),
+        (lambda images, flip: torch.where(flip[:, None, None], images.flip(-1), images), "(N, 1, 1, 1)"),
+    ],
+)
+def test_batch_flip_broadcasting_errors_are_told_apart(wrong, hint, capsys):
+    assert checks.check_batch_flip(wrong) is False
+    assert hint in capsys.readouterr().out
+
+
+def filter_normalize_by_linalg_norm(direction, model):
+    result = {}
+    for name, weight in model.named_parameters():
+        d, w = direction[name], weight.detach()
+        dims = tuple(range(1, d.dim()))
+        result[name] = (d / torch.linalg.norm(d, dim=dims, keepdim=True) * torch.linalg.norm(w, dim=dims, keepdim=True)
+                        if dims else torch.zeros_like(d))
+    return result
+
+
+def test_filter_normalize_linalg_norm_over_three_dims_gets_the_vector_norm_hint(capsys):
+    assert checks.check_filter_normalize(filter_normalize_by_linalg_norm) is False
+    out = capsys.readouterr().out
+    assert "torch.linalg.norm with dim computes" in out and "vector_norm(d, dim=(1, 2, 3)" in out

@@ -9,9 +9,19 @@ import numpy as np
 import pytest
 import torch
 
+from resnet_lab import widgets
 from resnet_lab.blocks import SHORTCUTS, BlockStack
 from resnet_lab.gradients import ACTIVATIONS
-from resnet_lab.plots import PLAIN_COLOR, RESIDUAL_COLOR, landscape_levels, model_depth
+from resnet_lab.models import count_parameters
+from resnet_lab.plots import (
+    PLAIN_COLOR,
+    RESIDUAL_COLOR,
+    describe,
+    finish_layer_norms,
+    landscape_levels,
+    model_depth,
+    plot_layer_norms,
+)
 from resnet_lab.widgets import (
     INIT_CHOICES,
     VARIANTS,
@@ -219,3 +229,115 @@ def test_model_depth_reads_the_depth_from_a_model_name():
     assert [model_depth(n) for n in ("plain56", "resnet20", "preact_resnet110")] == [56, 20, 110]
     with pytest.raises(ValueError, match="no depth in the model name 'resnet'"):
         model_depth("resnet")
+
+
+# ------------------------------------------------------------------------------ third review: widgets driven
+
+
+def plain_numbers(ax):
+    """The y tick labels shown on ``ax``, after drawing, and whether each reads as a plain number."""
+    ax.figure.canvas.draw()
+    labels = [t.get_text() for t in ax.yaxis.get_ticklabels(which="both") if t.get_text()]
+    return labels, all(text.replace(".", "", 1).isdigit() for text in labels)
+
+
+def test_a_one_block_stack_shows_its_points_on_whole_block_ticks():
+    fig = plt.figure()
+    draw_block_gradients("basic", n_blocks=1, batch_size=2, image_size=8, fig=fig)
+    ax = fig.axes[1]
+    assert [len(line.get_xdata()) for line in ax.get_lines()] == [1, 1]
+    assert all(line.get_marker() not in (None, "None", "", " ") for line in ax.get_lines())  # a 1-point line is void
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    labels, plain = plain_numbers(ax)  # a narrow log axis: plain numbers, not 1.1x10^-1
+    assert len(labels) >= 2 and plain, labels
+    assert ax.get_title().startswith("1 block: ")
+    plt.close(fig)
+
+
+def test_an_axis_where_every_layer_overflowed_says_so_and_shows_each_curves_markers():
+    fig = plt.figure()
+    results = draw_gradient_norms(depth=100, activation="relu", init="gain", gain=3.5, fig=fig)
+    assert not any(math.isfinite(v) for norms in results.values() for v in norms)  # nb01's "where does it overflow?"
+    (ax,) = fig.axes
+    assert any("every layer overflowed" in text.get_text() for text in ax.texts)
+    labels, _ = plain_numbers(ax)
+    assert labels == []  # the ticks of an empty log axis (1 to 10) meant nothing
+    rows = [set(markers.get_offsets()[:, 1]) for markers in ax.collections]
+    assert len(rows) == 2 and rows[0] == {1.0} and len(rows[1]) == 1 and rows[1] != rows[0]  # not one under the other
+    renderer = fig.canvas.get_renderer()
+    legend_top = ax.get_legend().get_window_extent(renderer).y1
+    lowest_marker = min(ax.collections[1].get_offset_transform().transform(ax.collections[1].get_offsets())[:, 1])
+    assert legend_top < lowest_marker - 2  # the legend sits below the rows of markers (pixels)
+    plt.close(fig)
+
+
+def test_layer_norm_axes_note_an_empty_axis_until_a_curve_has_values_and_label_narrow_ones_plainly():
+    fig, ax = plt.subplots()
+    plot_layer_norms(ax, [0.0, 0.0, 0.0], label="a", color=PLAIN_COLOR)
+    assert any("every norm is exactly 0" in text.get_text() for text in ax.texts)
+    assert plain_numbers(ax)[0] == []
+    plot_layer_norms(ax, [0.5, 0.3, 0.2], label="b", color=RESIDUAL_COLOR)  # now there is something to read
+    assert not ax.texts and plain_numbers(ax)[0]
+    finish_layer_norms(ax)
+    labels, plain = plain_numbers(ax)
+    assert {"0.2", "0.5"} <= set(labels) and plain, labels
+    plt.close(fig)
+
+
+def test_layer_norm_axes_keep_powers_of_ten_when_widened_after_the_curves():
+    fig, ax = plt.subplots()
+    plot_layer_norms(ax, [2e16, 5e17, 1e17], label="depth 50", color=PLAIN_COLOR)  # nb01 §4: a narrow curve...
+    ax.set_ylim(1, 1e20)  # ...shown from order 1
+    labels, plain = plain_numbers(ax)
+    assert not plain and not any("e+" in text for text in labels), labels  # 10^18, not 1e+18
+    plt.close(fig)
+
+
+def test_the_bottleneck_explorer_says_what_its_plain_stack_is():
+    fig = plt.figure()
+    draw_block_gradients("bottleneck", "A", n_blocks=2, batch_size=2, image_size=8, fig=fig)
+    plain = count_parameters(BlockStack("plain", 2, 64))
+    bottleneck = count_parameters(BlockStack("bottleneck", 2, 64))
+    (label,) = [line.get_label() for line in fig.axes[1].get_lines() if line.get_color() == PLAIN_COLOR]
+    assert "two 3x3 convs" in label and f"{round(plain / bottleneck)}x the parameters" in label
+    assert f"parameters {plain:,}" in fig.axes[0].texts[0].get_text()
+    plt.close(fig)
+
+
+def test_the_gain_slider_stops_at_the_gains_notebook_01_names_and_the_title_matches_it():
+    panel = gradient_explorer(depth=3)
+    slider = {w.description: w for box in panel.children[:3] for w in box.children}["gain (init='gain')"]
+    stops = dict(slider.options)  # label -> gain
+    for gain in (0.1, 1.0, 1.3, 1.5, 3.0, 3.5, 4.0, 8.0, 10.0, math.sqrt(2)):
+        assert gain in stops.values(), gain
+    (sqrt2_label,) = [label for label, gain in stops.items() if gain == math.sqrt(2)]
+    assert "1.41" in sqrt2_label and "gain 1.41," in describe(100, "relu", math.sqrt(2))
+    assert "gain 3.5," in describe(100, "relu", 3.5)
+    assert len(plt.get_fignums()) == 0
+
+
+def test_the_block_explorer_disables_the_controls_a_plain_block_ignores():
+    panel = block_explorer(n_blocks=2)
+    controls = {w.description: w for box in panel.children[:2] for w in box.children}
+    assert not controls["shortcut"].disabled and not controls["zero-init last layer"].disabled
+    controls["block"].value = "plain"
+    assert controls["shortcut"].disabled and controls["zero-init last layer"].disabled
+    controls["block"].value = "preact"
+    assert not controls["shortcut"].disabled and not controls["zero-init last layer"].disabled
+    assert len(plt.get_fignums()) == 0
+
+
+def test_the_colour_bar_keeps_labels_when_the_losses_are_close():
+    axis = torch.linspace(-1, 1, 9)
+    flat = Surface(axis, axis, 0.8 + 0.05 * (axis[None, :] ** 2 + axis[:, None] ** 2))  # 0.8 to 0.9: no 1-2-5 value
+    fig = plt.figure()
+    draw_landscapes({"plain8": flat, "resnet8": flat}, depth=8, grid=9, fig=fig)
+    (colorbar,) = [ax for ax in fig.axes if ax.get_ylabel().startswith("cross-entropy")]
+    labels = [t.get_text() for t in colorbar.get_yticklabels() if t.get_text()]
+    assert labels == ["0.8", "0.9"], labels
+    plt.close(fig)
+
+
+def test_init_choices_are_public():
+    assert "INIT_CHOICES" in widgets.__all__
