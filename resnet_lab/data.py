@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,6 +231,13 @@ def _fingerprint(folder: Path) -> str:
     return digest.hexdigest()[:24]
 
 
+def _remove_legacy_cache(cache: Path) -> None:
+    """Delete cache files no version reads any more: the official batches' (176 MiB each) and unnamed folders'."""
+    for path in cache.glob("*.pt"):
+        if re.fullmatch(r"(cifar10|imagefolder)-[0-9a-f]{24}\.pt", path.name):  # before 2026-11-30
+            path.unlink(missing_ok=True)
+
+
 def _read_imagefolder_cached(folder: Path, cache: Path | None) -> dict:
     """The decoded image folder, from ``cache`` when its files are unchanged, else decoded now and cached.
 
@@ -347,10 +355,12 @@ def load_cifar10(
         if found is None:
             raise FileNotFoundError(_missing_data_message(f"in {root}"))
         source, folder = found
+        cache_path = None if cache is False else cache_dir() if cache in (None, True) else Path(cache)
+        if cache_path is not None:
+            _remove_legacy_cache(cache_path)
         if source == "cifar10":
             arrays = _read_official(folder)
         else:
-            cache_path = None if cache is False else cache_dir() if cache in (None, True) else Path(cache)
             arrays = _read_imagefolder_cached(folder, cache_path)
         kind = "official batches" if source == "cifar10" else "image folder"
         data = CifarData(arrays["train_images"], arrays["train_labels"], None, None, arrays["test_images"],

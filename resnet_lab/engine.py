@@ -108,10 +108,13 @@ def train_epoch(model: nn.Module, loader: TensorLoader, optimizer: torch.optim.O
 
     ``scheduler`` steps once per step. ``warmup`` is the paper's ResNet-110 warm-up: its ``warming_up`` flag is
     cleared once the training error of the last 10 steps drops below 80 % (checked every step while it is set).
+    Without it, the :class:`~resnet_lab.recipes.LRFactor` of a scheduler from ``make_scheduler`` is used.
     ``epoch`` names the epoch in a divergence message; ``bar`` counts the steps and shows the running metrics.
     """
     model.train()
     device, steps, world = loader.device, len(loader), loader.world_size
+    if warmup is None:  # a make_scheduler scheduler carries its factor: its warm-up must end here too
+        warmup = next((f for f in getattr(scheduler, "lr_lambdas", ()) if isinstance(f, LRFactor)), None)
     sum_dtype = _sum_dtype(device)
     losses = torch.zeros(steps, dtype=sum_dtype, device=device)  # per step: summed plain cross-entropy
     correct = torch.zeros(steps, dtype=torch.int64, device=device)

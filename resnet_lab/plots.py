@@ -56,7 +56,6 @@ def describe(depth: int, activation: str, init: str | float, norm: str | None = 
     return ", ".join(parts)
 
 
-_EDGE_ROW = 0.045  # axes fraction between the rows of edge markers of successive curves
 _NO_VALUES = "no finite values"  # the gid of the note an axis without a finite value gets
 
 
@@ -73,7 +72,7 @@ def plot_layer_norms(
 
     Overflow (``inf``/``nan``) is drawn as a triangle pointing up on the top edge of the frame and underflow
     (exactly 0) as one pointing down on the bottom edge, each with its own legend entry: on the frame, they cannot
-    be read as values. Each further curve's markers sit one row further in, so that none hides another's. A curve
+    be read as values. Each further curve's markers are hollow and larger, so that none hides another's. A curve
     of fewer than 30 layers gets a dot per layer (a single layer is a line of one point, invisible without). Call it
     once per curve; while no curve has a finite value, the axes get a note in place of the meaningless ticks of an
     empty log axis. :func:`finish_layer_norms`, after the last curve, places the legend off the markers.
@@ -90,9 +89,10 @@ def plot_layer_norms(
     for kind, found, marker, what in (("overflow", overflow, "^", "overflow (inf/nan)"),
                                       ("underflow", underflow, "v", "underflow (0)")):
         if found:
-            inward = _EDGE_ROW * _edge_rows(ax, kind)  # below (above) the rows of the curves drawn before
-            y = 1.0 - inward if kind == "overflow" else inward
-            ax.scatter(found, [y] * len(found), transform=transform, marker=marker, color=color, s=30,
+            earlier = _edge_rows(ax, kind)  # curves drawn before with such markers: ring theirs, do not cover them
+            y = 1.0 if kind == "overflow" else 0.0
+            ax.scatter(found, [y] * len(found), transform=transform, marker=marker, s=30 + 45 * earlier,
+                       facecolors="none" if earlier else color, edgecolors=color, linewidths=1.2,
                        label=f"{label}: {what}", clip_on=False, zorder=3, gid=kind)
     left, right = ax.get_xlim()  # the edge markers do not take part in autoscaling: cover every layer
     ax.set_xlim(min(left, 0), max(right, len(norms) + 1))
@@ -135,16 +135,16 @@ def _note_if_empty(ax: Axes) -> None:
 def finish_layer_norms(ax: Axes, **legend_kwargs: object) -> Legend:
     """After the last :func:`plot_layer_norms` curve: label a narrow y axis, and place the legend off the markers.
 
-    An axis spanning at most two decades gets plain numbers (0.2, 0.5), not 2x10^-1, and one-digit ends; the
-    legend, ``ax.legend(**legend_kwargs)``, goes to the best place clear of the rows of edge markers.
+    An axis spanning at most two decades between 1e-4 and 1e5 gets plain numbers (0.2, 0.5), not 2x10^-1, and
+    one-digit ends; the legend, ``ax.legend(**legend_kwargs)``, goes to the best place clear of the edge markers.
     """
     if _has_values(ax):
         low, high = ax.get_ylim()
-        if high / low <= 100:
+        if high / low <= 100 and 1e-4 <= low and high <= 1e5:  # else 2e+33: matplotlib's 2×10^33 reads better
             _plain_log_labels(ax)
     over, under = _edge_rows(ax, "overflow"), _edge_rows(ax, "underflow")
-    top = 1.0 - (over - 1) * _EDGE_ROW - 0.03 if over else 1.0  # the last row's markers reach about 0.015 in
-    bottom = (under - 1) * _EDGE_ROW + 0.03 if under else 0.0
+    top = 0.97 if over else 1.0  # the markers on the frame reach about 0.02 into the axes
+    bottom = 0.03 if under else 0.0
     return ax.legend(loc="best", bbox_to_anchor=(0, bottom, 1, top - bottom), **legend_kwargs)
 
 

@@ -206,7 +206,9 @@ def draw_block_gradients(
     else:
         header = f"{type(down).__name__}, shortcut {shortcut}" + (", zero-init" if zero_init else "")
         shortcut_lines = [f"  shortcut parameters {count_parameters(down.downsample or torch.nn.Identity()):,}"]
-        plain_lines = ["plain stack: the same without skips", f"  parameters {stack_parameters['plain']:,}"]
+        plain_lines = (["plain stack: the same without skips"] if block == "basic" else
+                       ["plain stack: the same layers in", "  post-activation order, no skips"])
+        plain_lines.append(f"  parameters {stack_parameters['plain']:,}")
     if block == "bottleneck":  # the package has no bottleneck without its skip: say what the plain curve is
         ratio = stack_parameters["plain"] / stack_parameters[block]
         plain_label = f"plain (two 3x3 convs per block, {ratio:.0f}x the parameters)"

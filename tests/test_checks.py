@@ -906,6 +906,20 @@ class KeywordOnlyStride(BlockLayersForward):
         super().__init__(in_channels, out_channels, stride)
 
 
+class BatchNormWithoutChannels(BlockLayersForward):
+    """The right signature, and a TypeError from inside __init__: nn.BatchNorm2d() without its channel count."""
+
+    def __init__(self, in_channels, out_channels, stride=1):
+        super().__init__(in_channels, out_channels, stride)
+        self.bn1 = nn.BatchNorm2d()
+
+
+def test_a_type_error_inside_init_is_not_blamed_on_the_signature(capsys):
+    assert checks.check_basic_block(BatchNormWithoutChannels) is False
+    out = capsys.readouterr().out
+    assert "num_features" in out and "third positional argument" not in out
+
+
 @pytest.mark.parametrize(
     "wrong, hint",
     [

@@ -92,6 +92,17 @@ def test_official_batches_load_with_channel_planes_intact_and_are_not_cached(tmp
     assert not isolated_cache.exists()
 
 
+def test_cache_files_of_earlier_versions_are_removed(tmp_path, isolated_cache):
+    write_official(tmp_path / "data")
+    isolated_cache.mkdir(parents=True)
+    legacy = [isolated_cache / f"{kind}-{'ab12' * 6}.pt" for kind in ("cifar10", "imagefolder")]  # 176 MiB each
+    current = isolated_cache / f"imagefolder-{'cd34' * 3}-{'ef56' * 6}.pt"  # another folder's cache
+    for path in (*legacy, current, isolated_cache / "notes.pt"):
+        path.write_bytes(b"x")
+    load_cifar10(tmp_path / "data")
+    assert sorted(p.name for p in isolated_cache.iterdir()) == sorted([current.name, "notes.pt"])
+
+
 def test_an_incomplete_official_folder_is_refused_with_what_is_missing(tmp_path):
     folder, _, _ = write_official(tmp_path / "data")
     (folder / "data_batch_3").unlink()  # an interrupted copy

@@ -25,7 +25,7 @@ from resnet_lab.data import make_smoke_cifar
 from resnet_lab.loader import TensorLoader
 from resnet_lab.models import build_model, cifar_resnet
 from resnet_lab.plots import LiveCurves
-from resnet_lab.recipes import LRFactor
+from resnet_lab.recipes import RECIPES, LRFactor, make_scheduler
 from resnet_lab.train import TrainingDiverged, evaluate, fit, main, prepare_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -260,6 +260,18 @@ def test_the_paper_warmup_ends_at_the_same_step_on_every_device(smoke, monkeypat
     checked_every_step = fit(tiny_model(), smoke, **settings)  # as on a CPU
     monkeypatch.setattr(engine, "_check_every", lambda device: 20)  # as on a GPU: one check in this epoch
     assert without_timing(fit(tiny_model(), smoke, **settings)) == without_timing(checked_every_step)
+
+
+def test_the_warmup_of_a_make_scheduler_schedule_ends_without_being_passed(smoke):
+    model = tiny_model()
+    loader = TensorLoader(smoke.train_images, smoke.train_labels, 10, train=True)  # 20 steps
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+    scheduler = make_scheduler(optimizer, RECIPES["paper"], 10 * len(loader), warmup=True)  # drops at 50 %
+    for epoch in (1, 2, 3):
+        engine.train_epoch(model, loader, optimizer, scheduler, torch.amp.GradScaler("cpu", enabled=False),
+                           epoch=epoch)
+    assert scheduler.lr_lambdas[0].warming_up is False  # the scheduler's own factor: no silent lr/10 for good
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5)  # back on the paper's schedule, before its drops
 
 
 def test_a_step_skipped_by_the_float16_loss_scaler_brings_no_scheduler_warning(smoke):

@@ -263,12 +263,14 @@ def test_an_axis_where_every_layer_overflowed_says_so_and_shows_each_curves_mark
     assert any("every layer overflowed" in text.get_text() for text in ax.texts)
     labels, _ = plain_numbers(ax)
     assert labels == []  # the ticks of an empty log axis (1 to 10) meant nothing
-    rows = [set(markers.get_offsets()[:, 1]) for markers in ax.collections]
-    assert len(rows) == 2 and rows[0] == {1.0} and len(rows[1]) == 1 and rows[1] != rows[0]  # not one under the other
+    first, second = ax.collections
+    assert {float(y) for y in first.get_offsets()[:, 1]} == {float(y) for y in second.get_offsets()[:, 1]} == {1.0}
+    assert first.get_facecolors()[0][3] == 1 and second.get_facecolors().size == 0  # filled, then hollow: both seen
+    assert second.get_sizes()[0] > first.get_sizes()[0]  # the ring goes around the filled marker, not under it
     renderer = fig.canvas.get_renderer()
     legend_top = ax.get_legend().get_window_extent(renderer).y1
-    lowest_marker = min(ax.collections[1].get_offset_transform().transform(ax.collections[1].get_offsets())[:, 1])
-    assert legend_top < lowest_marker - 2  # the legend sits below the rows of markers (pixels)
+    lowest_marker = min(second.get_offset_transform().transform(second.get_offsets())[:, 1])
+    assert legend_top < lowest_marker - 2  # the legend sits below the markers on the frame (pixels)
     plt.close(fig)
 
 
@@ -341,3 +343,13 @@ def test_the_colour_bar_keeps_labels_when_the_losses_are_close():
 
 def test_init_choices_are_public():
     assert "INIT_CHOICES" in widgets.__all__
+
+
+def test_narrow_layer_norm_axes_far_from_one_keep_scientific_labels():
+    fig, ax = plt.subplots()
+    plot_layer_norms(ax, [6e32, 1e33, 1.5e33], label="plain", color=PLAIN_COLOR)  # nb01's widget at gain 3
+    finish_layer_norms(ax)
+    fig.canvas.draw()
+    labels = [tick.get_text() for tick in ax.get_yticklabels() + ax.get_yticklabels(minor=True) if tick.get_text()]
+    assert labels and not any("e+" in label for label in labels), labels  # 2×10^33, not 2e+33
+    plt.close(fig)
