@@ -14,7 +14,7 @@ from resnet_lab.blocks import BasicBlock, PlainBlock
 from resnet_lab.gradients import BlockGradientRecorder, WeightSnapshots
 from resnet_lab.landscape import filter_normalize, loss_along_line, loss_and_accuracy, loss_surface, random_direction
 from resnet_lab.lesion import lesion_accuracy, lesion_sets, lesioned, random_lesions, single_lesions
-from resnet_lab.models import build_model
+from resnet_lab.models import build_model, cifar_resnet
 from resnet_lab.paths import gradient_by_path_length, path_gradient, path_length_counts, single_path
 from resnet_lab.shattering import (
     gradient_autocorrelation,
@@ -104,6 +104,15 @@ def test_landscape_restores_parameters_bit_for_bit_and_the_mode_even_after_an_er
     assert model.training
 
 
+def test_every_landscape_point_is_measured_from_the_trained_weights():
+    model = net("resnet8")
+    images, labels = batch()
+    direction = random_direction(model, generator=torch.Generator().manual_seed(2))
+    line = loss_along_line(model, images, labels, direction, [0.5, 0.5, 0.0], progress=False)
+    assert line.loss[0] == line.loss[1]  # theta + 0.5 d twice, not theta + 0.5 d and then theta + d
+    assert line.loss[2] == pytest.approx(loss_and_accuracy(model, images, labels)[0], rel=1e-6)
+
+
 def test_surface_has_one_row_per_beta_and_its_beta_0_row_is_the_line():
     model = net("resnet8")
     images, labels = batch()
@@ -162,6 +171,27 @@ def test_lesioned_identity_block_outputs_relu_of_its_input_and_is_restored_after
             raise RuntimeError("boom")
         assert torch.equal(block(x), intact) and torch.equal(model(images), logits)
         assert "forward" not in block.__dict__
+
+
+@pytest.mark.parametrize("preact", [False, True], ids=["basic", "preact"])
+@pytest.mark.parametrize("shortcut", ["A", "B"])
+def test_a_lesioned_downsampling_block_computes_what_it_computes_with_its_branch_zeroed(shortcut, preact):
+    torch.manual_seed(0)
+    model = cifar_resnet(8, shortcut=shortcut, preact=preact)
+    with torch.no_grad():
+        model(torch.randn(16, 3, 16, 16))  # training mode: BatchNorm statistics away from their initial values
+    model.eval()
+    block = model.blocks[1]  # 16 -> 32 channels, stride 2: zero-padding (A) or a projection (B)
+    zeroed = copy.deepcopy(block)
+    with torch.no_grad():
+        if preact:  # the branch's last layer outputs 0
+            zeroed.conv2.weight.zero_()
+        else:
+            zeroed.bn2.weight.zero_()
+            zeroed.bn2.bias.zero_()
+        x = torch.randn(2, 16, 8, 8)  # of both signs, where a missing ReLU shows
+        with lesioned(model, [1]):
+            assert torch.equal(block(x), zeroed(x))
 
 
 def test_removed_plain_blocks_become_identity_or_option_a_shortcut():

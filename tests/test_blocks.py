@@ -93,6 +93,17 @@ def test_zero_init_preact_block_is_identity_on_any_input():
     assert torch.equal(block(x), x)
 
 
+@pytest.mark.parametrize("shortcut", ["A", "B"])
+def test_preact_shortcut_takes_the_pre_activated_input(shortcut):
+    # as in the "Identity Mappings" code: where the shape changes, the shortcut sees relu(bn1(x)), like the branch
+    torch.manual_seed(0)
+    block = PreActBlock(16, 32, 2, shortcut).eval()
+    nn.init.zeros_(block.conv2.weight)  # the branch adds 0: the output is the shortcut's alone
+    x = torch.randn(2, 16, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(block(x), block.downsample(torch.relu(block.bn1(x))))
+
+
 def test_zero_init_preact_branch_still_learns_inside_a_network():
     # zeroing the last BN's scale instead would give every branch parameter a zero gradient, for good
     net = cifar_resnet(8, preact=True, zero_init_residual=True)

@@ -106,6 +106,14 @@ def test_cifar_param_count_reference_and_stub(capsys):
     assert "not attempted" in capsys.readouterr().out
 
 
+def test_cifar_param_count_compares_every_depth_not_only_the_first(capsys):
+    def ignores_n(n):
+        return solutions.cifar_param_count(1)  # right for ResNet-8 alone
+
+    assert checks.check_cifar_param_count(ignores_n) is False
+    assert "n=2" in capsys.readouterr().out
+
+
 def test_batch_flip_reference():
     assert checks.check_batch_flip(solutions.flip_batch, strict=True)
 

@@ -3,6 +3,7 @@
 Every dataset here is written by the test into tmp_path, in the official pickle layout or as an image folder.
 """
 
+import os
 import pickle
 
 import numpy as np
@@ -140,6 +141,18 @@ def test_image_folder_loads_sorted_classes_and_cache_follows_the_files(tmp_path,
     assert load_cifar10(tmp_path / "imgs", cache=False).test_images is not None
 
 
+def test_cache_notices_a_file_replaced_under_the_same_name(tmp_path):
+    write_imagefolder(tmp_path / "imgs")
+    first = load_cifar10(tmp_path / "imgs")
+    path = tmp_path / "imgs" / "train" / "cat" / "0000.png"  # the first training image
+    replacement = tagged_images(1, offset=999)[0]
+    save_image(replacement, path)
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # a later mtime, whatever the clock's resolution
+    again = load_cifar10(tmp_path / "imgs")
+    assert not torch.equal(first.train_images[0], replacement) and torch.equal(again.train_images[0], replacement)
+
+
 def test_missing_data_says_where_it_goes_and_how_to_get_it(tmp_path):
     for call in (lambda: load_cifar10(), lambda: load_cifar10(tmp_path / "empty")):
         with pytest.raises(FileNotFoundError) as error:
@@ -229,6 +242,12 @@ def test_stratified_split_follows_class_proportions():
     chosen, rest = stratified_split(labels, 10, generator=torch.Generator().manual_seed(0))
     assert torch.bincount(labels[chosen]).tolist() == [6, 3, 1]
     assert sorted(chosen.tolist() + rest.tolist()) == list(range(100))
+
+
+def test_stratified_split_gives_the_leftover_samples_to_the_largest_remainders():
+    labels = torch.tensor([0] * 6 + [1] * 3 + [2])
+    chosen, _ = stratified_split(labels, 4, generator=torch.Generator().manual_seed(0))
+    assert torch.bincount(labels[chosen]).tolist() == [2, 1, 1]  # quotas 2.4, 1.2, 0.4: class 2 is not left out
 
 
 def test_smoke_stand_in_is_labelled_shaped_and_seeded():

@@ -70,6 +70,13 @@ def test_init_scales_match_their_definitions():
         assert weight.var().item() == pytest.approx(expected_var, rel=0.05)
 
 
+def test_init_scales_use_the_fan_in_of_a_layer_that_changes_the_width():
+    for init, expected_var in [("kaiming", 2 / 32), (0.5, 0.25 / 32)]:
+        torch.manual_seed(0)
+        weight = deep_mlp(3, width=256, in_features=32, init=init).hidden[0].transform.weight  # (256, 32)
+        assert weight.var().item() == pytest.approx(expected_var, rel=0.05)
+
+
 def test_batchnorm_lifts_a_vanishing_plain_net():
     without = norms_of(depth=30, activation="sigmoid")
     with_bn = norms_of(depth=30, activation="sigmoid", norm="batch")
@@ -103,6 +110,21 @@ def test_cnn_shapes_and_norms():
     assert net(images).shape == (4, 10)
     norms = grad_norms(net, images, labels)
     assert len(norms) == 8 and all(v > 0 and math.isfinite(v) for v in norms)
+
+
+def test_grad_norms_are_the_norms_of_the_weight_gradients_alone():
+    torch.manual_seed(0)
+    net = deep_mlp(4, activation="tanh", norm="batch")  # biases and BatchNorm parameters have gradients too
+    x, y = batch(8)
+    torch.nn.functional.cross_entropy(net(x), y).backward()
+    expected = [layer.transform.weight.grad.norm().item() for layer in net.hidden]
+    assert grad_norms(net, x, y) == pytest.approx(expected, rel=1e-5)
+
+
+def test_probe_layers_of_a_generic_model_are_its_layers_before_the_classifier():
+    model = torch.nn.Sequential(torch.nn.Linear(32, 16), torch.nn.ReLU(), torch.nn.Linear(16, 16), torch.nn.ReLU(),
+                                torch.nn.Linear(16, 10))
+    assert probe_layers(model) == [model[0], model[2]]
 
 
 def test_grad_norms_leave_no_gradients_behind_and_probe_generic_models():

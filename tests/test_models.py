@@ -201,6 +201,16 @@ def test_modules_are_registered_in_forward_order():
     assert all(type(block) is PreActBlock for block in preact.blocks)
 
 
+def test_preact_net_ends_with_batchnorm_and_relu_before_the_pool():
+    # "Identity Mappings", Fig. 1b: the last block's sum is normalised and rectified before the classifier
+    torch.manual_seed(0)
+    net = cifar_resnet(8, preact=True).eval()
+    with torch.no_grad():
+        net.final_bn.weight.zero_()
+        net.final_bn.bias.fill_(-1.0)  # the BatchNorm gives -1 everywhere and the ReLU 0: only fc's bias is left
+        torch.testing.assert_close(net(batch(4)[0]), net.fc.bias.expand(4, 10))
+
+
 @pytest.mark.parametrize("name", ["resnet20", "plain20", "preact_resnet20"])
 def test_blocks_feed_the_gradient_probe(name):
     torch.manual_seed(0)

@@ -17,15 +17,16 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from resnet_lab import engine, models
-from resnet_lab.checkpoint import METRICS_FIELDS, atomic_write, find_trained
+from resnet_lab.checkpoint import METRICS_FIELDS, atomic_save, atomic_write, find_trained, load_checkpoint
 from resnet_lab.data import make_smoke_cifar
 from resnet_lab.loader import TensorLoader
 from resnet_lab.models import build_model, cifar_resnet
 from resnet_lab.plots import LiveCurves
-from resnet_lab.recipes import RECIPES, LRFactor, make_scheduler
+from resnet_lab.recipes import RECIPES, LRFactor, make_optimizer, make_scheduler
 from resnet_lab.train import TrainingDiverged, evaluate, fit, main, prepare_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -180,6 +181,18 @@ def test_evaluate_returns_loss_accuracy_and_confusion_matrix(smoke):
     assert result.loss == pytest.approx(torch.nn.functional.cross_entropy(logits, smoke.test_labels).item(), rel=1e-5)
 
 
+def test_evaluate_uses_the_running_statistics_and_restores_training_mode(smoke):
+    model = tiny_model()
+    loader = TensorLoader(smoke.test_images, smoke.test_labels, 16, train=False)
+    with torch.no_grad():
+        model.train()(next(iter(loader))[0])  # running statistics away from their initial values
+    buffers = {key: value.clone() for key, value in model.named_buffers()}
+    expected = evaluate(model.eval(), loader)
+    result = evaluate(model.train(), loader)  # fit evaluates right after a training epoch
+    assert model.training and (result.loss, result.accuracy) == (expected.loss, expected.accuracy)
+    assert all(torch.equal(value, buffers[key]) for key, value in model.named_buffers())  # BatchNorm untouched
+
+
 def test_evaluate_with_flip_averages_the_logits_of_each_image_and_its_mirror(smoke):
     model = tiny_model().eval()
     loader = TensorLoader(smoke.test_images, smoke.test_labels, 16, train=False)
@@ -189,6 +202,15 @@ def test_evaluate_with_flip_averages_the_logits_of_each_image_and_its_mirror(smo
     assert result.loss == pytest.approx(torch.nn.functional.cross_entropy(logits, smoke.test_labels).item(), rel=1e-5)
     assert result.accuracy == pytest.approx((logits.argmax(1) == smoke.test_labels).float().mean().item())
     assert result.loss != pytest.approx(evaluate(model, loader).loss, rel=1e-4)  # the mirror images do count
+
+
+@pytest.mark.parametrize("recipe, flip", [("fast", True), ("paper", False)])
+def test_fit_scores_with_the_test_time_flip_only_where_the_recipe_asks(smoke, recipe, flip):
+    model = tiny_model()
+    history = fit(model, smoke, **dict(TINY, epochs=1), recipe=recipe, amp=False)
+    loader = TensorLoader(smoke.test_images, smoke.test_labels, 100, train=False)
+    assert history[0]["test_loss"] == pytest.approx(evaluate(model, loader, flip=flip).loss, rel=1e-5)
+    assert history[0]["test_loss"] != pytest.approx(evaluate(model, loader, flip=not flip).loss, rel=1e-5)
 
 
 def test_find_trained_picks_the_longest_finished_run_of_a_model(smoke, tmp_path):
@@ -202,6 +224,37 @@ def test_find_trained_picks_the_longest_finished_run_of_a_model(smoke, tmp_path)
     assert find_trained(tmp_path, "plain8") == tmp_path / "other" / "checkpoint.pt"
     assert find_trained(tmp_path, "resnet20") is None
     assert find_trained(tmp_path, "resnet8", pattern="sh*") == tmp_path / "short" / "checkpoint.pt"
+
+
+def test_find_trained_skips_a_run_that_stopped_before_its_last_epoch(tmp_path):
+    for run, epoch, epochs in (("finished", 1, 1), ("stopped", 2, 5)):  # the stopped one has seen more images
+        (tmp_path / run).mkdir()
+        torch.save({"epoch": epoch, "config": {"model": "resnet8", "epochs": epochs, "train_size": 200}},
+                   tmp_path / run / "checkpoint.pt")
+    assert find_trained(tmp_path, "resnet8") == tmp_path / "finished" / "checkpoint.pt"
+
+
+def test_checkpoints_that_would_run_pickled_code_are_refused(tmp_path):
+    (tmp_path / "run").mkdir()
+    torch.save({"epoch": 1, "config": {"model": "resnet8", "epochs": 1, "train_size": 200}, "hook": print},
+               tmp_path / "run" / "checkpoint.pt")
+    with pytest.raises(ValueError, match="cannot read checkpoint"):
+        load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert find_trained(tmp_path, "resnet8") is None
+
+
+def test_an_interrupted_write_leaves_the_previous_checkpoint_whole(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    atomic_save({"epoch": 1}, path)
+
+    def interrupted(temporary):
+        temporary.write_bytes(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(path, interrupted)
+    assert load_checkpoint(path) == {"epoch": 1}
+    assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
 
 
 def test_nan_loss_stops_with_advice_and_keeps_the_last_good_checkpoint(smoke, tmp_path):
@@ -287,6 +340,14 @@ def test_a_step_skipped_by_the_float16_loss_scaler_brings_no_scheduler_warning(s
     assert not [w for w in caught if "lr_scheduler.step()" in str(w.message)]
 
 
+def test_nan_loss_at_the_last_step_of_an_epoch_stops_before_the_checkpoint(smoke, tmp_path):
+    model = tiny_model()
+    model.fc.register_forward_hook(FailAt(step=4))  # 4 steps per epoch: the last step of epoch 1
+    with pytest.raises(TrainingDiverged, match=r"epoch 1, step 4 of 4"):
+        fit(model, smoke, **TINY, out_dir=tmp_path)
+    assert not (tmp_path / "checkpoint.pt").exists()  # NaN weights are never saved
+
+
 def test_the_advice_after_a_divergence_can_be_followed(smoke, tmp_path):
     model = tiny_model()
     model.fc.register_forward_hook(FailAt(step=6))  # diverges in epoch 2, after a checkpoint
@@ -326,6 +387,24 @@ def test_training_and_evaluation_make_no_float64_tensor_on_a_device_without_floa
     reference = fit(tiny_model(), smoke, **dict(TINY, epochs=1), amp=False, recipe="paper", warmup=True)
     for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
         assert history[0][key] == pytest.approx(reference[0][key], rel=1e-5)
+
+
+def test_a_resumed_run_draws_the_random_numbers_the_uninterrupted_run_draws(smoke, tmp_path):
+    def with_dropout(seed: int = 0) -> torch.nn.Module:  # dropout draws from torch's global generator
+        model = tiny_model(seed)
+        model.fc = torch.nn.Sequential(torch.nn.Dropout(0.5), model.fc)
+        return model
+
+    reference = with_dropout()
+    fit(reference, smoke, **TINY, amp=False, out_dir=tmp_path / "full")
+    interrupted = with_dropout()
+    interrupted.fc.register_forward_hook(FailAt(step=7, error=KeyboardInterrupt))  # during epoch 2
+    with pytest.raises(KeyboardInterrupt):
+        fit(interrupted, smoke, **TINY, amp=False, out_dir=tmp_path / "resumed")
+    resumed = with_dropout(seed=123)
+    fit(resumed, smoke, **TINY, amp=False, out_dir=tmp_path / "resumed", resume=True)
+    ours, theirs = resumed.state_dict(), reference.state_dict()
+    assert all(torch.equal(ours[key], theirs[key]) for key in theirs)
 
 
 @pytest.mark.parametrize("amp", [False, True], ids=["float32", "bfloat16"])
@@ -413,6 +492,56 @@ def test_recipes_schedules_and_warmup(smoke, tmp_path):
     assert not (tmp_path / "empty").exists()
 
 
+def test_fit_steps_each_recipes_lr_schedule_once_per_step(smoke, tmp_path):
+    # 200 images in batches of 50: 4 steps an epoch; the lr recorded after each epoch is the one of the next step
+    lr = 0.1 * 50 / 128
+    paper = fit(tiny_model(), smoke, **dict(TINY, epochs=4), recipe="paper", out_dir=tmp_path)
+    assert [h["lr"] for h in paper] == pytest.approx([lr, lr / 10, lr / 100, lr / 100])  # /10 at 50 % and 75 %
+    group = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["optimizer"]["param_groups"][0]
+    assert (group["momentum"], group["nesterov"], group["weight_decay"]) == (0.9, False, 1e-4)  # Sec. 4.2
+    # one-cycle over 12 steps: the warm-up's floor of 100 steps is capped at half the run, 6 steps
+    lr = 0.2 * 50 / 128
+    fast = fit(tiny_model(), smoke, **TINY)
+    assert [h["lr"] for h in fast] == pytest.approx([lr * 5 / 6, lr * 4 / 6, 0.0])
+
+
+def test_the_papers_recipe_warms_resnet110_up_by_default(smoke, tmp_path):
+    # 54 blocks; 20 images of 8x8 pixels keep the step cheap
+    small = dataclasses.replace(smoke, train_images=smoke.train_images[:20, :, :8, :8],
+                                train_labels=smoke.train_labels[:20], test_images=None, test_labels=None)
+    fit(cifar_resnet(110), small, **dict(TINY, epochs=1), recipe="paper", out_dir=tmp_path / "resnet110")
+    fit(tiny_model(), small, **dict(TINY, epochs=1), recipe="paper", out_dir=tmp_path / "resnet8")
+    assert torch.load(tmp_path / "resnet110" / "checkpoint.pt", weights_only=True)["config"]["warmup"] is True
+    assert torch.load(tmp_path / "resnet8" / "checkpoint.pt", weights_only=True)["config"]["warmup"] is False
+
+
+def test_the_fast_recipe_decays_conv_and_linear_weights_only():
+    model = tiny_model()
+    decayed, free = make_optimizer(model, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
+                                   decay_norm_and_bias=False).param_groups
+    assert (decayed["weight_decay"], free["weight_decay"]) == (5e-4, 0.0)
+    weights = [m.weight for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert {id(p) for p in decayed["params"]} == {id(p) for p in weights}
+    assert {id(p) for p in free["params"]} == {id(p) for p in model.parameters()} - {id(p) for p in weights}
+
+
+def test_label_smoothing_enters_the_objective(smoke):
+    smoothed, plain = tiny_model(), tiny_model()
+    fit(smoothed, smoke, **dict(TINY, epochs=1), amp=False)  # the fast recipe smooths by 0.1
+    fit(plain, smoke, **dict(TINY, epochs=1), amp=False, label_smoothing=0.0)
+    assert not torch.equal(smoothed.fc.weight, plain.fc.weight)
+
+
+def test_the_reported_training_loss_is_plain_cross_entropy(smoke):
+    model = tiny_model()
+    history = fit(model, smoke, **dict(TINY, epochs=1), lr=0.0, amp=False)  # lr 0: the weights stay as they are
+    loader = TensorLoader(smoke.train_images, smoke.train_labels, 50, train=True, padding=2)  # the fast recipe's
+    loader.set_epoch(1)
+    with torch.no_grad():
+        loss_sum = sum(float(F.cross_entropy(model.train()(x), y, reduction="sum")) for x, y in loader)
+    assert history[0]["train_loss"] == pytest.approx(loss_sum / 200, rel=1e-5)  # not the smoothed objective
+
+
 # ---------------------------------------------------------------------------------------------- DDP
 def free_port() -> int:
     with socket.socket() as s:
@@ -431,6 +560,17 @@ def ddp_worker(rank: int, world: int, port: int, out: str) -> None:
         dist.barrier()  # both done before either tears gloo down (a rank leaving early can abort its peer)
     finally:
         dist.destroy_process_group()
+
+
+def test_average_buffers_divides_the_sum_over_ranks_by_their_number(monkeypatch):
+    model = tiny_model()
+    model.train()(torch.randn(4, 3, 8, 8))  # running statistics away from their initial values
+    before = {key: value.clone() for key, value in model.named_buffers()}
+    monkeypatch.setattr(engine.dist, "all_reduce", lambda tensor: tensor.add_(tensor + 1))  # the other rank: + 1
+    engine.average_buffers(model, 2)
+    for key, value in model.named_buffers():
+        expected = before[key] + 0.5 if value.is_floating_point() else before[key]  # num_batches_tracked stays
+        torch.testing.assert_close(value, expected)
 
 
 def test_two_process_gloo_ddp_ends_with_identical_weights(tmp_path):
