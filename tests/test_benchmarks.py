@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmarks import gpu, notebooks, reference, run_cpu, throughput, widget_latency
+from benchmarks import bn_growth, gpu, notebooks, reference, run_cpu, throughput, widget_latency
 from resnet_lab.loader import normalize
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -276,3 +276,13 @@ def test_gpu_benchmark_refuses_a_wrong_data_path_before_writing_anything(tmp_pat
         gpu.main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "G.md")])
     assert exit_info.value.code == 2 and "--data" in capsys.readouterr().err
     assert not (tmp_path / "G.md").exists()
+
+
+def test_bn_growth_records_only_the_asked_epochs_of_a_longer_schedule(capsys):
+    settings = ["--smoke", "--model", "plain8", "--subset", "200", "--val-split", "100", "--epochs", "6"]
+    one = bn_growth.main(settings)  # 200 images at batch 64: 4 steps an epoch
+    two = bn_growth.main([*settings, "--record-epochs", "2"])
+    assert len(one) == 4 and len(two) == 8 and torch.equal(two[:4], one)  # same run, stopped later
+    assert (one > 0).all() and torch.isfinite(one).all()
+    out = capsys.readouterr().out
+    assert "scheduled for 6 epochs" in out and "first step below 2:" in out
