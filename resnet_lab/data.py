@@ -35,7 +35,7 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 DATA_ENV, CACHE_ENV = "RESNET_LAB_DATA", "RESNET_LAB_CACHE"
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 _OFFICIAL_FILES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch")
 _CACHE_VERSION = 1
 
@@ -172,7 +172,7 @@ def _read_official(folder: Path) -> dict:
 def _image_files(split_dir: Path) -> dict[str, list[Path]]:
     """``{class: sorted image paths}`` for the class folders under ``split_dir``, classes sorted by name."""
     classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
-    files = {c: sorted(p for p in (split_dir / c).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS) for c in classes}
+    files = {c: sorted(p for p in (split_dir / c).iterdir() if p.suffix.lower() in _IMAGE_EXTENSIONS) for c in classes}
     empty = [c for c, paths in files.items() if not paths]
     if not classes or empty:
         raise ValueError(f"{split_dir} must hold one folder per class with .png/.jpg/.jpeg images; "
@@ -223,7 +223,7 @@ def _locate(root: Path) -> tuple[str, Path] | None:
 def _fingerprint(folder: Path) -> str:
     """Hash of every image's path (relative to ``folder``), size and mtime: a changed file is a new key."""
     paths = sorted(p for split in ("train", "test") if (folder / split).is_dir()
-                   for p in (folder / split).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+                   for p in (folder / split).rglob("*") if p.suffix.lower() in _IMAGE_EXTENSIONS)
     digest = hashlib.sha256(f"{_CACHE_VERSION}|{len(paths)}".encode())
     for path in paths:
         stat = path.stat()
