@@ -846,7 +846,7 @@ def test_cifar_param_count_diagnoses_hold_for_every_n(wrong, hint, capsys):
     assert hint in out and "exactly the BatchNorm parameters" not in out
 
 
-# ------------------------------------------------------------------------------ third review: checkers driven
+# ------------------------------------------------------- mistakes found by driving the checkers with wrong answers
 
 
 def slope_after_by_precedence(weights, x, grad_output):
@@ -878,7 +878,7 @@ def first_three_layers_only(weights, x, grad_output):
         (first_three_layers_only, "right for a network of 3 layers, but not for one of"),
     ],
 )
-def test_input_gradient_third_review_mistakes_get_their_hint(wrong, hint, capsys):
+def test_input_gradient_precedence_and_fixed_depth_get_their_hint(wrong, hint, capsys):
     assert checks.check_input_gradient(wrong) is False
     out = capsys.readouterr().out
     assert hint in out and "shifted by one layer" not in out
@@ -938,7 +938,7 @@ def test_a_type_error_inside_init_is_not_blamed_on_the_signature(capsys):
         (KeywordOnlyStride, "the stride as the third positional argument"),
     ],
 )
-def test_basic_block_third_review_mistakes_get_their_hint(wrong, hint, capsys):
+def test_basic_block_relu_projection_and_signature_mistakes_get_their_hint(wrong, hint, capsys):
     assert checks.check_basic_block(wrong) is False
     out = capsys.readouterr().out
     assert hint in out and "not to the branch before it" not in out
@@ -961,7 +961,7 @@ def cifar_count_by_building_the_model(n):
         (cifar_count_by_building_the_model, "without building a model"),
     ],
 )
-def test_cifar_param_count_third_review_mistakes_get_their_hint(wrong, hint, capsys):
+def test_cifar_param_count_first_block_slip_and_building_the_model_get_their_hint(wrong, hint, capsys):
     assert checks.check_cifar_param_count(wrong) is False
     assert hint in capsys.readouterr().out
 

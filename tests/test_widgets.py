@@ -231,7 +231,7 @@ def test_model_depth_reads_the_depth_from_a_model_name():
         model_depth("resnet")
 
 
-# ------------------------------------------------------------------------------ third review: widgets driven
+# ---------------------------------------------------- states found by setting every control of the explorers
 
 
 def plain_numbers(ax):
