@@ -102,19 +102,17 @@ def _advance(scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.
 
 def train_epoch(model: nn.Module, loader: TensorLoader, optimizer: torch.optim.Optimizer,
                 scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler, *, epoch: int,
-                label_smoothing: float = 0.0, warmup: LRFactor | None = None, amp_dtype: torch.dtype | None = None,
-                bar: tqdm | None = None) -> dict:
+                label_smoothing: float = 0.0, amp_dtype: torch.dtype | None = None, bar: tqdm | None = None) -> dict:
     """One pass over ``loader``: summed ``loss_sum``, ``correct`` and ``images`` (all ranks), or TrainingDiverged.
 
-    ``scheduler`` steps once per step. ``warmup`` is the paper's ResNet-110 warm-up: its ``warming_up`` flag is
-    cleared once the training error of the last 10 steps drops below 80 % (checked every step while it is set).
-    Without it, the :class:`~resnet_lab.recipes.LRFactor` of a scheduler from ``make_scheduler`` is used.
+    ``scheduler`` steps once per step. When it comes from ``recipes.make_scheduler`` with the paper's ResNet-110
+    warm-up, its :class:`~resnet_lab.recipes.LRFactor`'s ``warming_up`` flag is cleared here once the training error of
+    the last 10 steps drops below 80 % (checked every step while it is set).
     ``epoch`` names the epoch in a divergence message; ``bar`` counts the steps and shows the running metrics.
     """
     model.train()
     device, steps, world = loader.device, len(loader), loader.world_size
-    if warmup is None:  # a make_scheduler scheduler carries its factor: its warm-up must end here too
-        warmup = next((f for f in getattr(scheduler, "lr_lambdas", ()) if isinstance(f, LRFactor)), None)
+    warmup = next((f for f in getattr(scheduler, "lr_lambdas", ()) if isinstance(f, LRFactor)), None)
     sum_dtype = _sum_dtype(device)
     losses = torch.zeros(steps, dtype=sum_dtype, device=device)  # per step: summed plain cross-entropy
     correct = torch.zeros(steps, dtype=torch.int64, device=device)

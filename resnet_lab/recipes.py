@@ -96,13 +96,6 @@ class LRFactor:
         self.warmup_steps = max(1, warmup) if schedule == "onecycle" else 0
         self.warming_up = warming_up
 
-    @classmethod
-    def from_recipe(cls, recipe: dict, total_steps: int, *, warming_up: bool = False) -> LRFactor:
-        """The multiplier of ``recipe``'s schedule (the keys of a :data:`RECIPES` entry) over ``total_steps`` steps."""
-        return cls(recipe["schedule"], total_steps, milestones=recipe["milestones"],
-                   warmup_fraction=recipe["warmup_fraction"], min_warmup_steps=recipe["min_warmup_steps"],
-                   warming_up=warming_up)
-
     def __call__(self, step: int) -> float:
         if self.schedule == "step":
             factor = 0.1 ** sum(step >= round(m * self.total_steps) for m in self.milestones)
@@ -128,4 +121,7 @@ def make_optimizer(model: nn.Module, *, lr: float, momentum: float, nesterov: bo
 def make_scheduler(optimizer: torch.optim.Optimizer, recipe: dict, total_steps: int,
                    warmup: bool = False) -> torch.optim.lr_scheduler.LambdaLR:
     """A per-step ``LambdaLR`` following ``recipe``'s schedule over ``total_steps`` (call ``.step()`` every step)."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, LRFactor.from_recipe(recipe, total_steps, warming_up=warmup))
+    factor = LRFactor(recipe["schedule"], total_steps, milestones=recipe["milestones"],
+                      warmup_fraction=recipe["warmup_fraction"], min_warmup_steps=recipe["min_warmup_steps"],
+                      warming_up=warmup)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

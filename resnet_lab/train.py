@@ -42,7 +42,7 @@ from .data import CifarData
 from .engine import Evaluation, TrainingDiverged, average_buffers, evaluate, train_epoch
 from .engine import world as world_info
 from .loader import TensorLoader
-from .recipes import RECIPES, LRFactor, make_optimizer
+from .recipes import RECIPES, make_optimizer, make_scheduler
 from .runtime import autocast_dtype, cpu_has_amx
 
 __all__ = ["train_on_tensors", "fit", "prepare_model", "evaluate", "Evaluation", "TrainingDiverged", "main"]
@@ -200,8 +200,7 @@ def fit(
                                                   ("test", data.test_images, data.test_labels)) if images is not None}
     optimizer = make_optimizer(model, lr=config["lr"], momentum=config["momentum"], nesterov=config["nesterov"],
                                weight_decay=config["weight_decay"], decay_norm_and_bias=config["decay_norm_and_bias"])
-    lr_factor = LRFactor.from_recipe(config, config["epochs"] * len(train_loader), warming_up=warmup)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)  # per step; its state holds lr_factor's
+    scheduler = make_scheduler(optimizer, config, config["epochs"] * len(train_loader), warmup=warmup)  # per step
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
     # resume, or refuse to overwrite a run that exists
@@ -251,7 +250,7 @@ def fit(
             try:
                 totals = train_epoch(train_model, train_loader, optimizer, scheduler, scaler, epoch=epoch,
                                      label_smoothing=config["label_smoothing"],
-                                     warmup=lr_factor if warmup else None, amp_dtype=amp_dtype, bar=bar)
+                                     amp_dtype=amp_dtype, bar=bar)
             except TrainingDiverged as error:
                 raise TrainingDiverged(f"training diverged: {error}; "
                                        f"{_divergence_advice(config, path if history else None, len(history))}"
