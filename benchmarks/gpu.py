@@ -31,13 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 if __package__ in (None, ""):  # run as a file: make the `benchmarks` package importable from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.throughput import make_image_folder, standard_loader  # noqa: E402
+from benchmarks.throughput import make_image_folder, standard_loader, train_step  # noqa: E402
 from resnet_lab.data import DATA_ENV, CifarData, load_cifar10  # noqa: E402
 from resnet_lab.loader import TensorLoader  # noqa: E402
 from resnet_lab.measure import synchronize  # noqa: E402
@@ -73,17 +72,13 @@ SETUPS = (
 
 
 def _step(model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device, setup: Setup) -> Callable:
-    """The training step of ``setup``: batch to the device (and memory format), autocast, backward, SGD."""
+    """The training step of ``setup``: the batch to the device (and memory format), then ``train_step``."""
     memory_format = torch.channels_last if setup.channels_last else torch.contiguous_format
+    train = train_step(model, optimizer, bf16=setup.amp, device_type=device.type)
 
     def step(images: torch.Tensor, labels: torch.Tensor) -> None:
-        images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-        labels = labels.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=setup.amp):
-            loss = F.cross_entropy(model(images).float(), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        train(images.to(device, non_blocking=True).contiguous(memory_format=memory_format),
+              labels.to(device, non_blocking=True))
 
     return step
 
