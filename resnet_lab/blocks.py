@@ -26,6 +26,7 @@ __all__ = [
     "PaddingShortcut",
     "PlainBlock",
     "BasicBlock",
+    "PlainBottleneck",
     "Bottleneck",
     "PreActBlock",
     "branch_layers",
@@ -162,17 +163,15 @@ class PlainBlock(_TwoConvBlock):
         return self.relu(self.bn2(self.conv2(out)))
 
 
-class Bottleneck(nn.Module):
-    """1x1 (reduce to ``out_channels // 4``) -> 3x3 -> 1x1 (expand), with BatchNorm; ``relu(F(x) + shortcut(x))``.
+class _BottleneckLayers(nn.Module):
+    """The layers a bottleneck block and its plain twin share: 1x1 (reduce to ``out_channels // 4``) -> 3x3 -> 1x1
+    (expand), each with BatchNorm, and a ReLU. Not a block by itself, as :class:`_TwoConvBlock`.
 
     Like torchvision ("ResNet v1.5") the stride sits on the 3x3 convolution; the paper put it on the first
     1x1 (``stride_in_1x1=True``), which costs fewer multiply-adds and a little accuracy.
     """
 
-    def __init__(
-        self, in_channels: int, out_channels: int, stride: int = 1, shortcut: str = "B",
-        zero_init_residual: bool = False, *, stride_in_1x1: bool = False,
-    ) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int, shortcut: str, stride_in_1x1: bool) -> None:
         super().__init__()
         _check_block_args(in_channels, out_channels, stride, shortcut)
         if out_channels % 4:
@@ -186,16 +185,50 @@ class Bottleneck(nn.Module):
         self.conv3 = conv1x1(width, out_channels)
         self.bn3 = nn.BatchNorm2d(out_channels)
         self.relu = nn.ReLU()
+
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        """F(x), before the addition and the last ReLU."""
+        out = self.relu(self.bn1(self.conv1(x)))  # (N, out/4, H, W)
+        out = self.relu(self.bn2(self.conv2(out)))  # (N, out/4, H/s, W/s)
+        return self.bn3(self.conv3(out))  # (N, out, H/s, W/s)
+
+
+class Bottleneck(_BottleneckLayers):
+    """A bottleneck branch (see :class:`_BottleneckLayers`) and a skip: ``relu(F(x) + shortcut(x))``."""
+
+    has_skip = True
+
+    def __init__(
+        self, in_channels: int, out_channels: int, stride: int = 1, shortcut: str = "B",
+        zero_init_residual: bool = False, *, stride_in_1x1: bool = False,
+    ) -> None:
+        super().__init__(in_channels, out_channels, stride, shortcut, stride_in_1x1)
         self.downsample = _make_shortcut(in_channels, out_channels, stride, shortcut)
         if zero_init_residual:
             nn.init.zeros_(self.bn3.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))  # (N, out/4, H, W)
-        out = self.relu(self.bn2(self.conv2(out)))  # (N, out/4, H/s, W/s)
-        out = self.bn3(self.conv3(out))  # (N, out, H/s, W/s)
-        return self.relu(out + identity)
+        return self.relu(self.branch(x) + identity)
+
+
+class PlainBottleneck(_BottleneckLayers):
+    """:class:`Bottleneck`'s layers and parameters without the skip: ``relu(F(x))``; ``shortcut`` is ignored and
+    ``zero_init_residual=True`` refused, as in :class:`PlainBlock`."""
+
+    has_skip = False
+
+    def __init__(
+        self, in_channels: int, out_channels: int, stride: int = 1, shortcut: str = "B",
+        zero_init_residual: bool = False, *, stride_in_1x1: bool = False,
+    ) -> None:
+        if zero_init_residual:
+            raise ValueError("zero_init_residual would zero a plain block's output; it only makes sense with a skip")
+        super().__init__(in_channels, out_channels, stride, shortcut, stride_in_1x1)
+        self.downsample = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.branch(x))
 
 
 class PreActBlock(nn.Module):
@@ -207,6 +240,8 @@ class PreActBlock(nn.Module):
     init. Not ``bn2``'s scale, as in the post-activation blocks: a ReLU follows ``bn2`` here, and its zero slope at 0
     would leave every parameter of the branch without a gradient for good.
     """
+
+    has_skip = True
 
     def __init__(
         self, in_channels: int, out_channels: int, stride: int = 1, shortcut: str = "A",
@@ -241,17 +276,18 @@ def branch_layers(block: nn.Module) -> list[nn.Module]:
     """
     if isinstance(block, (PlainBlock, BasicBlock)):
         return [block.conv1, block.bn1, block.conv2, block.bn2]
-    if isinstance(block, Bottleneck):
+    if isinstance(block, (PlainBottleneck, Bottleneck)):
         return [block.conv1, block.bn1, block.conv2, block.bn2, block.conv3, block.bn3]
     if isinstance(block, PreActBlock):
         return [block.bn1, block.conv1, block.bn2, block.conv2]
     raise TypeError(f"no residual branch known for a {type(block).__name__}; supported blocks: PlainBlock, "
-                    "BasicBlock, Bottleneck, PreActBlock (resnet_lab.blocks)")
+                    "BasicBlock, PlainBottleneck, Bottleneck, PreActBlock (resnet_lab.blocks)")
 
 
 BLOCKS: dict[str, type[nn.Module]] = {
     "plain": PlainBlock,
     "basic": BasicBlock,
+    "plain_bottleneck": PlainBottleneck,
     "bottleneck": Bottleneck,
     "preact": PreActBlock,
 }

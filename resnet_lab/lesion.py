@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .blocks import BasicBlock, Bottleneck, PaddingShortcut, PlainBlock, PreActBlock
+from .blocks import BasicBlock, Bottleneck, PaddingShortcut, PlainBlock, PlainBottleneck, PreActBlock, branch_layers
 from .landscape import loss_and_accuracy
 from .models import blocks_of, check_block_indices
 
@@ -35,13 +35,16 @@ def skip_path(block: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
       projection (option B) the ReLU does act.
     * ``PreActBlock``: ``x``, or ``shortcut(relu(bn1(x)))`` where the block has a shortcut module (it takes the
       pre-activated input, as in the block's forward).
-    * ``PlainBlock``: the identity, or option A's subsample-and-zero-pad where the block changes the shape.
+    * ``PlainBlock``, ``PlainBottleneck``: the identity, or option A's subsample-and-zero-pad where the block
+      changes the shape.
     """
-    if isinstance(block, PlainBlock):
-        conv = block.conv1
-        if conv.stride == (1, 1) and conv.in_channels == conv.out_channels:
+    if isinstance(block, (PlainBlock, PlainBottleneck)):
+        convs = [m for m in branch_layers(block) if isinstance(m, nn.Conv2d)]
+        in_channels, out_channels = convs[0].in_channels, convs[-1].out_channels
+        stride = max(conv.stride[0] for conv in convs)
+        if stride == 1 and in_channels == out_channels:
             return lambda x: x
-        padding = PaddingShortcut(conv.in_channels, conv.out_channels, conv.stride[0])
+        padding = PaddingShortcut(in_channels, out_channels, stride)
         return lambda x: padding(x)  # a plain function: assigning a module to block.forward would register it
     if isinstance(block, (BasicBlock, Bottleneck)):
         if block.downsample is None:
@@ -51,8 +54,8 @@ def skip_path(block: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
         if block.downsample is None:
             return lambda x: x
         return lambda x: block.downsample(block.relu(block.bn1(x)))
-    raise TypeError(f"cannot lesion a {type(block).__name__}; supported blocks: PlainBlock, BasicBlock, Bottleneck, "
-                    "PreActBlock (resnet_lab.blocks)")
+    raise TypeError(f"cannot lesion a {type(block).__name__}; supported blocks: PlainBlock, BasicBlock, "
+                    "PlainBottleneck, Bottleneck, PreActBlock (resnet_lab.blocks)")
 
 
 @contextmanager

@@ -169,29 +169,33 @@ def draw_block_gradients(
     seed: int = 0,
     fig: Figure | None = None,
 ) -> dict[str, object]:
-    """Per-block gradient norms of a ``BlockStack`` of ``block``s, beside the plain stack of the same depth.
+    """Per-block gradient norms of a ``BlockStack`` of ``block``s, beside its plain twin of the same depth.
 
     A block's norm is that of its branch's weights: shortcut C's 1x1 projections are left out, so the curves of
     A, B and C measure the same layers, and a zero-initialised basic block shows no gradient with C either. The
-    text panel gives the shapes and parameter count of one downsampling block (16 -> 32 channels, stride 2) of that
-    type and shortcut, and the parameter counts of both stacks (where shortcut C's projections in every block show).
-    The plain stack is one of ``PlainBlock``s, two 3x3 convolutions: the basic block's layers without the skip, but
-    not a bottleneck's, so beside a bottleneck stack it is labelled with its size.
+    text panel gives the shapes and parameter count of one downsampling block (16 -> 32 channels, stride 2; 64 -> 128
+    for the bottlenecks) of that type and shortcut, and the parameter counts of both stacks (where shortcut C's
+    projections in every block show). The plain twin has the same layers without the skips: ``PlainBottleneck``s
+    beside bottlenecks, ``PlainBlock``s beside the others (for pre-activation blocks, their layers in
+    post-activation order). A plain ``block`` is drawn alone.
     Returns ``norms`` (this block), ``plain_norms`` and ``parameters`` (of the downsampling block).
     """
     if block not in BLOCKS:
         raise ValueError(f"block must be one of {', '.join(map(repr, BLOCKS))}; got {block!r}")
-    width = 64 if block == "bottleneck" else 16  # a bottleneck's inner width is width / 4
+    bottleneck = block in ("bottleneck", "plain_bottleneck")
+    plain = "plain_bottleneck" if bottleneck else "plain"
+    has_skip = BLOCKS[block].has_skip
+    width = 64 if bottleneck else 16  # a bottleneck's inner width is width / 4
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(batch_size, 3, image_size, image_size, generator=generator)
     y = torch.randint(10, (batch_size,), generator=generator)
     norms, stack_parameters = {}, {}
-    for name in dict.fromkeys(["plain", block]):
+    for name in dict.fromkeys([plain, block]):
         torch.manual_seed(seed)
-        net = BlockStack(name, n_blocks, width, shortcut, zero_init_residual=zero_init and name != "plain")
+        net = BlockStack(name, n_blocks, width, shortcut, zero_init_residual=zero_init and name != plain)
         norms[name] = grad_norms(net, x, y, layers=[torch.nn.ModuleList(branch_layers(b)) for b in net.hidden])
         stack_parameters[name] = count_parameters(net)
-    down = BLOCKS[block](width, 2 * width, 2, shortcut, zero_init and block != "plain")
+    down = BLOCKS[block](width, 2 * width, 2, shortcut, zero_init and has_skip)
     down_in = torch.zeros(1, down.conv1.in_channels, 32, 32)
     parameters = count_parameters(down)
     fig = fig if fig is not None else plt.figure(figsize=(9, 4.2), layout="constrained")
@@ -199,21 +203,15 @@ def draw_block_gradients(
     ax_text, ax = fig.subplots(1, 2, width_ratios=[1, 2.2])
     ax_text.axis("off")
     blocks = f"{n_blocks} block{'' if n_blocks == 1 else 's'}"
-    plain_label = "plain"
-    if block == "plain":  # no skip, so the shortcut and zero-init controls do not apply
-        header = "PlainBlock (no skip, no shortcut)" + (", zero-init n/a" if zero_init else "")
+    if not has_skip:  # the shortcut and zero-init controls do not apply
+        header = f"{type(down).__name__} (no skip, no shortcut)" + (", zero-init n/a" if zero_init else "")
         shortcut_lines, plain_lines = [], []
     else:
         header = f"{type(down).__name__}, shortcut {shortcut}" + (", zero-init" if zero_init else "")
         shortcut_lines = [f"  shortcut parameters {count_parameters(down.downsample or torch.nn.Identity()):,}"]
-        plain_lines = (["plain stack: the same without skips"] if block == "basic" else
-                       ["plain stack: the same layers in", "  post-activation order, no skips"])
-        plain_lines.append(f"  parameters {stack_parameters['plain']:,}")
-    if block == "bottleneck":  # the package has no bottleneck without its skip: say what the plain curve is
-        ratio = stack_parameters["plain"] / stack_parameters[block]
-        plain_label = f"plain (two 3x3 convs per block, {ratio:.0f}x the parameters)"
-        plain_lines = ["plain stack: PlainBlocks (two 3x3", f"  convs of width {width}, no bottleneck)",
-                       f"  parameters {stack_parameters['plain']:,} ({ratio:.0f}x)"]
+        plain_lines = (["plain stack: the same layers in", "  post-activation order, no skips"] if block == "preact"
+                       else ["plain stack: the same without skips"])
+        plain_lines.append(f"  parameters {stack_parameters[plain]:,}")
     ax_text.text(0, 1, "\n".join([
         header,
         "downsampling instance (stride 2):",
@@ -227,21 +225,21 @@ def draw_block_gradients(
         *plain_lines,
     ]), va="top", family="monospace", fontsize=9)
     for name, values in norms.items():
-        label = plain_label if name == "plain" else f"residual ({name})"
-        plot_layer_norms(ax, values, label=label, color=variant_color(name != "plain"))
+        label = f"residual ({name})" if BLOCKS[name].has_skip else name.replace("_", " ")
+        plot_layer_norms(ax, values, label=label, color=variant_color(BLOCKS[name].has_skip))
     ax.set_xlabel("block (input → output)")
-    projections = shortcut == "C" and block != "plain"  # the only stack here with a projection in its blocks
+    projections = shortcut == "C" and has_skip  # the only stack here with a projection in its blocks
     ax.set_ylabel("block weight-gradient L2 norm" + ("\n(branch only: 1x1 shortcuts left out)" if projections else ""))
-    compared = "plain" if block == "plain" else f"{block} vs plain"
-    ax.set_title(f"{blocks}: {compared}, BatchNorm, He init, ReLU")
+    compared = f"{block} vs {plain}" if has_skip else block
+    ax.set_title(f"{blocks}: {compared.replace('_', ' ')}, BatchNorm, He init, ReLU")
     finish_layer_norms(ax, fontsize="small")
-    return {"norms": norms[block], "plain_norms": norms["plain"], "parameters": parameters}
+    return {"norms": norms[block], "plain_norms": norms[plain], "parameters": parameters}
 
 
 def block_explorer(block: str = "basic", n_blocks: int = 27) -> ipywidgets.VBox:
     """An ipywidgets panel: choose block type, shortcut, zero-init and depth; see shapes, parameters, gradients.
 
-    For a plain block the shortcut and zero-init controls are disabled: it has no skip and no branch to zero.
+    For the plain blocks the shortcut and zero-init controls are disabled: they have no skip and no branch to zero.
     """
     import ipywidgets as widgets
 
@@ -254,7 +252,7 @@ def block_explorer(block: str = "basic", n_blocks: int = 27) -> ipywidgets.VBox:
 
     def before_redraw() -> None:
         for name in ("shortcut", "zero_init"):
-            controls[name].disabled = controls["block"].value == "plain"
+            controls[name].disabled = not BLOCKS[controls["block"].value].has_skip
 
     return _panel(controls, [["block", "shortcut"], ["zero_init", "n_blocks"]], draw_block_gradients, before_redraw,
                   figsize=(9, 4.2))

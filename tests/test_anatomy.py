@@ -10,10 +10,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from resnet_lab import checks, solutions
-from resnet_lab.blocks import BasicBlock, PlainBlock
+from resnet_lab.blocks import BasicBlock, PlainBlock, PlainBottleneck
 from resnet_lab.gradients import BlockGradientRecorder, WeightSnapshots
 from resnet_lab.landscape import filter_normalize, loss_along_line, loss_and_accuracy, loss_surface, random_direction
-from resnet_lab.lesion import lesion_accuracy, lesion_sets, lesioned, random_lesions, single_lesions
+from resnet_lab.lesion import lesion_accuracy, lesion_sets, lesioned, random_lesions, single_lesions, skip_path
 from resnet_lab.models import build_model, cifar_resnet
 from resnet_lab.paths import gradient_by_path_length, path_gradient, path_length_counts, single_path
 from resnet_lab.shattering import (
@@ -204,6 +204,15 @@ def test_removed_plain_blocks_become_identity_or_option_a_shortcut():
         padded = downsampling(x)
     assert padded.shape == (2, 32, 4, 4)
     assert torch.equal(padded[:, :16], x[:, :, ::2, ::2]) and not padded[:, 16:].any()
+
+
+@pytest.mark.parametrize("stride_in_1x1", [False, True])
+def test_a_plain_bottleneck_without_its_layers_is_the_identity_or_option_a_shortcut(stride_in_1x1):
+    x = torch.rand(2, 64, 8, 8)
+    assert torch.equal(skip_path(PlainBottleneck(64, 64))(x), x)
+    padded = skip_path(PlainBottleneck(64, 128, 2, stride_in_1x1=stride_in_1x1))(x)
+    assert padded.shape == (2, 128, 4, 4)
+    assert torch.equal(padded[:, :64], x[:, :, ::2, ::2]) and not padded[:, 64:].any()
 
 
 def test_bad_block_indices_name_the_valid_range():

@@ -13,6 +13,7 @@ from resnet_lab.blocks import (
     Bottleneck,
     PaddingShortcut,
     PlainBlock,
+    PlainBottleneck,
     PreActBlock,
     branch_layers,
     he_init_,
@@ -158,11 +159,31 @@ def test_plain_and_basic_blocks_are_siblings_with_the_same_layers():
     assert PlainBlock(16, 32, 2, "C").downsample is None
 
 
-def test_plain_block_refuses_zero_init_and_bottleneck_needs_multiple_of_4():
-    with pytest.raises(ValueError, match="plain block"):
-        PlainBlock(16, 16, zero_init_residual=True)
-    with pytest.raises(ValueError, match="divisible by 4"):
-        Bottleneck(16, 18)
+def test_plain_blocks_refuse_zero_init_and_bottlenecks_need_multiple_of_4():
+    for plain in (PlainBlock, PlainBottleneck):
+        with pytest.raises(ValueError, match="plain block"):
+            plain(16, 16, zero_init_residual=True)
+    for bottleneck in (Bottleneck, PlainBottleneck):
+        with pytest.raises(ValueError, match="divisible by 4"):
+            bottleneck(16, 18)
+
+
+@pytest.mark.parametrize("stride_in_1x1", [False, True])
+def test_plain_bottleneck_is_the_bottleneck_without_its_skip(stride_in_1x1):
+    for shortcut in SHORTCUTS:  # the same layers and names as the bottleneck, without its shortcut
+        keys = [key for key in Bottleneck(64, 128, 2, shortcut, stride_in_1x1=stride_in_1x1).state_dict()
+                if not key.startswith("downsample")]
+        assert list(PlainBottleneck(64, 128, 2, shortcut, stride_in_1x1=stride_in_1x1).state_dict()) == keys
+    block = PlainBottleneck(64, 64, stride_in_1x1=stride_in_1x1).eval()
+    with torch.no_grad():
+        for bn in (block.bn1, block.bn2, block.bn3):  # statistics away from the identity
+            bn.running_mean.uniform_(-1, 1)
+            bn.bias.uniform_(-1, 1)
+        layers = [block.conv1, block.bn1, nn.ReLU(), block.conv2, block.bn2, nn.ReLU(), block.conv3, block.bn3,
+                  nn.ReLU()]
+        x = torch.randn(2, 64, 8, 8)
+        assert torch.equal(block(x), nn.Sequential(*layers)(x))
+    assert count(block) == count(Bottleneck(64, 64, shortcut="A"))
 
 
 @pytest.mark.parametrize("name", list(BLOCKS))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from resnet_lab import widgets
-from resnet_lab.blocks import SHORTCUTS, BlockStack
+from resnet_lab.blocks import BLOCKS, SHORTCUTS, BlockStack
 from resnet_lab.gradients import ACTIVATIONS
 from resnet_lab.models import count_parameters
 from resnet_lab.plots import (
@@ -92,16 +92,14 @@ def test_explorer_panel_redraws_when_a_control_changes():
     assert len(plt.get_fignums()) == 0  # every redraw closes its figure
 
 
-@pytest.mark.parametrize("block", ["plain", "basic", "bottleneck", "preact"])
+@pytest.mark.parametrize("block", list(BLOCKS))
 @pytest.mark.parametrize("shortcut", ["A", "B", "C"])
 @pytest.mark.parametrize("zero_init", [False, True])
 def test_block_explorer_callback_for_every_control(block, shortcut, zero_init):
-    from resnet_lab.blocks import BLOCKS
-
     fig = plt.figure()
     result = draw_block_gradients(block, shortcut, zero_init, n_blocks=3, batch_size=2, image_size=8, fig=fig)
     assert len(result["norms"]) == len(result["plain_norms"]) == 3
-    width = 64 if block == "bottleneck" else 16
+    width = 64 if "bottleneck" in block else 16
     expected = BLOCKS[block](width, 2 * width, 2, shortcut)
     assert result["parameters"] == sum(p.numel() for p in expected.parameters())
     text = fig.axes[0].texts[0].get_text()
@@ -296,14 +294,18 @@ def test_layer_norm_axes_keep_powers_of_ten_when_widened_after_the_curves():
     plt.close(fig)
 
 
-def test_the_bottleneck_explorer_says_what_its_plain_stack_is():
+def test_the_bottleneck_explorer_compares_with_plain_bottlenecks_of_the_same_size():
     fig = plt.figure()
-    draw_block_gradients("bottleneck", "A", n_blocks=2, batch_size=2, image_size=8, fig=fig)
-    plain = count_parameters(BlockStack("plain", 2, 64))
-    bottleneck = count_parameters(BlockStack("bottleneck", 2, 64))
+    kwargs = {"n_blocks": 3, "batch_size": 2, "image_size": 8, "fig": fig}
+    plain_alone = draw_block_gradients("plain_bottleneck", "A", **kwargs)["norms"]
+    assert fig.axes[1].get_title().startswith("3 blocks: plain bottleneck,")
+    result = draw_block_gradients("bottleneck", "A", **kwargs)
+    assert result["plain_norms"] == plain_alone and result["norms"] != plain_alone
     (label,) = [line.get_label() for line in fig.axes[1].get_lines() if line.get_color() == PLAIN_COLOR]
-    assert "two 3x3 convs" in label and f"{round(plain / bottleneck)}x the parameters" in label
-    assert f"parameters {plain:,}" in fig.axes[0].texts[0].get_text()
+    assert label == "plain bottleneck"
+    plain = count_parameters(BlockStack("plain_bottleneck", 3, 64))
+    assert plain == count_parameters(BlockStack("bottleneck", 3, 64, "A"))
+    assert f"plain stack: the same without skips\n  parameters {plain:,}" in fig.axes[0].texts[0].get_text()
     plt.close(fig)
 
 
