@@ -4,6 +4,7 @@ import itertools
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -12,8 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmarks import bn_growth, gpu, notebooks, reference, run_cpu, throughput, widget_latency
+from benchmarks import bn_growth, gpu, gpu_session, notebooks, reference, run_cpu, score_run, throughput, widget_latency
+from resnet_lab.data import load_cifar10
 from resnet_lab.loader import normalize
+from resnet_lab.models import cifar_resnet
+from resnet_lab.train import fit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -276,6 +280,70 @@ def test_gpu_benchmark_refuses_a_wrong_data_path_before_writing_anything(tmp_pat
         gpu.main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "G.md")])
     assert exit_info.value.code == 2 and "--data" in capsys.readouterr().err
     assert not (tmp_path / "G.md").exists()
+
+
+# ---------------------------------------------------------------------------------- gpu_session and score_run
+def test_gpu_session_dry_run_runs_every_step_and_scores_both_runs(tmp_path):
+    text = gpu_session.main(["--dry-run", "--out", str(tmp_path)]).read_text()
+    for step in ("tests/test_gpu.py", "fast recipe", "paper recipe", "epoch times (benchmarks.gpu)"):
+        assert f"| {step} | exit 0 |" in text
+    assert "* **fast recipe**: 1 of 1 epochs" in text and "* **paper recipe**: 2 of 2 epochs" in text
+    assert text.count("val single-view") == 2 and "not scored" not in text
+    assert json.loads((tmp_path / "paper-metrics.json").read_text())["recipe"] == "paper"
+    assert not list(tmp_path.glob("*-checkpoint.pt"))  # both runs finished: nothing to continue
+    assert "skipped" in (tmp_path / "steps.log").read_text()  # the CUDA tests, without a GPU
+    assert "| resnet8 | TensorLoader, fp32, NCHW | " in (tmp_path / "RESULTS_GPU.md").read_text()
+
+
+def test_a_session_step_past_the_deadline_is_interrupted_and_one_without_time_is_skipped(tmp_path):
+    log = tmp_path / "steps.log"
+    sleeper = [sys.executable, "-c",
+               "import time\ntry:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n    print('stopped cleanly')"]
+    step = gpu_session.run_step("sleep", sleeper, log, time.monotonic() + 2, min_seconds=0)
+    assert step.status == "interrupted at the deadline" and step.seconds < 30
+    assert "stopped cleanly" in log.read_text()  # SIGINT, as Ctrl-C: a training run ends on a whole checkpoint
+    late = gpu_session.run_step("late", sleeper, log, time.monotonic() + 5, min_seconds=60)
+    assert late.status.startswith("skipped") and late.seconds == 0 and "late" not in log.read_text()
+
+
+def test_gpu_session_refuses_a_missing_data_path(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(SystemExit) as exit_info:
+        gpu_session.main(["--data", str(tmp_path / "missing.tar.gz"), "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2 and "no such file" in capsys.readouterr().err
+
+
+def test_an_unfinished_run_is_collected_with_its_checkpoint(tmp_path):
+    data = load_cifar10(val_split=100, smoke=True)
+    run = tmp_path / "runs" / "paper"
+
+    def stop(record: dict) -> None:
+        raise KeyboardInterrupt  # after epoch 1's checkpoint
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(cifar_resnet(8), data, recipe="paper", epochs=2, batch_size=100, device="cpu", progress=False,
+            out_dir=run, model_name="resnet8", on_epoch_end=stop)
+    out = tmp_path / "out"
+    out.mkdir()
+    line = gpu_session.collect_run(run, data, out)
+    scores = score_run.score_run(run, data)
+    assert line.startswith("1 of 2 epochs") and f"val single-view {100 * scores['val_single']:.2f} %" in line
+    assert (out / "paper-checkpoint.pt").read_bytes() == (run / "checkpoint.pt").read_bytes()
+    metrics = json.loads((out / "paper-metrics.json").read_text())
+    assert metrics["epochs"][-1]["val_acc"] == pytest.approx(scores["val_single"])  # the paper scores single-view
+
+
+def test_score_run_scores_as_fit_did_and_refuses_another_split(tmp_path, capsys):
+    data = load_cifar10(val_split=100, smoke=True)
+    history = fit(cifar_resnet(8), data, epochs=1, batch_size=100, device="cpu", progress=False, out_dir=tmp_path,
+                  model_name="resnet8")
+    scores = score_run.main([str(tmp_path), "--smoke", "--val-split", "100", "--device", "cpu"])
+    assert scores["val_flip"] == pytest.approx(history[-1]["val_acc"])  # the fast recipe scores with flips
+    assert scores["test_flip"] == pytest.approx(history[-1]["test_acc"])
+    assert scores["val_single"] != scores["val_flip"] or scores["test_single"] != scores["test_flip"]
+    assert "resnet8 after 1 epochs | val single-view" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="pass the run's --val-split"):
+        score_run.score_run(tmp_path, load_cifar10(val_split=50, smoke=True))
 
 
 def test_bn_growth_records_only_the_asked_epochs_of_a_longer_schedule(capsys):

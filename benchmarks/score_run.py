@@ -1,0 +1,86 @@
+"""A training run's accuracy scored both ways: single-view (as the paper reports) and with test-time flips.
+
+A run's ``metrics.json`` scores held-out images the way its recipe does (the fast recipe with flips, the paper's
+single-view); this scores its last checkpoint both ways, in the run's precision (bfloat16 or float16 autocast where
+it trained so), on the validation split it trained with:
+
+    python -m benchmarks.score_run runs/resnet20 --data DIR --val-split 5000
+
+``--val-split`` (and ``--subset``) must be those of the training run; the run records its training-set size and
+split seed, and a different split is refused rather than scored on images the network trained on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+if __package__ in (None, ""):  # run as a file: make the `benchmarks` package importable from the repository root
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from resnet_lab.checkpoint import CHECKPOINT_NAME, load_checkpoint  # noqa: E402
+from resnet_lab.data import CifarData, load_cifar10  # noqa: E402
+from resnet_lab.loader import TensorLoader  # noqa: E402
+from resnet_lab.models import build_model  # noqa: E402
+from resnet_lab.runtime import pick_device  # noqa: E402
+from resnet_lab.train import evaluate  # noqa: E402
+
+__all__ = ["score_run", "main"]
+
+
+def score_run(run_dir: str | os.PathLike, data: CifarData, *, device: str | torch.device | None = None,
+              ) -> dict[str, object]:
+    """``{"model", "epoch", "val_single", "val_flip", "test_single", "test_flip"}`` of the run's last checkpoint;
+    accuracies as fractions, None for a split ``data`` does not have. ValueError if ``data`` is not the run's split."""
+    state = load_checkpoint(Path(run_dir) / CHECKPOINT_NAME)
+    config = state["config"]
+    if (len(data.train_labels), data.split_seed) != (config["train_size"], config["split_seed"]):
+        raise ValueError(f"{run_dir} trained on {config['train_size']} images with split seed {config['split_seed']}, "
+                         f"this data has {len(data.train_labels)} with split seed {data.split_seed}: pass the run's "
+                         "--val-split, --subset and --split-seed, so that no training image is scored")
+    device = pick_device(None if device is None else str(device))
+    model = build_model(config["model"])
+    model.load_state_dict(state["model"])
+    model.to(device)
+    amp_dtype = getattr(torch, config["amp"]) if config.get("amp") else None  # as fit scored it
+    scores: dict[str, object] = {"model": config["model"], "epoch": state["epoch"]}
+    for split, images, labels in (("val", data.val_images, data.val_labels),
+                                  ("test", data.test_images, data.test_labels)):
+        loader = None if images is None else TensorLoader(images, labels, 500, train=False, device=device)
+        for flip, way in ((False, "single"), (True, "flip")):
+            scores[f"{split}_{way}"] = (None if loader is None else
+                                        evaluate(model, loader, num_classes=len(data.classes), amp_dtype=amp_dtype,
+                                                 flip=flip).accuracy)
+    return scores
+
+
+def _percent(value: object) -> str:
+    return "-" if value is None else f"{100 * value:.2f} %"
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, object]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", type=Path, help="the run folder (holds checkpoint.pt)")
+    parser.add_argument("--data", help="the CIFAR-10 copy the run trained on (default $RESNET_LAB_DATA)")
+    parser.add_argument("--val-split", type=int, default=5000, help="the run's --val-split (default 5000)")
+    parser.add_argument("--subset", type=int, help="the run's --subset, if it had one")
+    parser.add_argument("--split-seed", type=int, default=0, help="the run's --split-seed (default 0)")
+    parser.add_argument("--smoke", action="store_true", help="the synthetic stand-in (a --smoke run)")
+    parser.add_argument("--device", help="cpu, cuda, mps (default: the best available)")
+    args = parser.parse_args(argv)
+    data = load_cifar10(args.data, val_split=args.val_split, subset=args.subset, seed=args.split_seed,
+                        smoke=args.smoke)
+    scores = score_run(args.run, data, device=args.device)
+    print(f"{args.run}: {scores['model']} after {scores['epoch']} epochs | "
+          f"val single-view {_percent(scores['val_single'])}, with flips {_percent(scores['val_flip'])} | "
+          f"test single-view {_percent(scores['test_single'])}, with flips {_percent(scores['test_flip'])}")
+    return scores
+
+
+if __name__ == "__main__":
+    main()
