@@ -1,7 +1,11 @@
 """The GPU checks of issue 5 as one prepared command, for a session lent a CUDA GPU (only ``--out`` comes back).
 
-    python3 -m benchmarks.gpu_session --data gpu_data/cifar10-jpeg-train.tar.gz --out "$OUT" --budget 540
+    python3 -m benchmarks.gpu_session --data gpu_data/cifar10-jpeg-train.tar.gz --out "$OUT"
     python3 -m benchmarks.gpu_session --dry-run --out /tmp/session   # the same steps on the CPU, tiny, in a minute
+
+With the device tool, after ``mkdir -p gpu_data && cp ../shared/data/cifar10-jpeg-train.tar.gz gpu_data/``: one
+call of the first command with ``carry=["gpu_data"]`` and ``timeout_s=600`` (the default budget, 480 s, leaves time
+to unpack the data and to start Python); the GPU session's 15 minutes hold one such call and the machine's start.
 
 Steps, in order, each given what is left of ``--budget`` seconds; one that would start with less than
 ``--min-step`` seconds left is skipped, and a training step still running at the deadline is interrupted as by
@@ -123,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     parser.add_argument("--data", help="a CIFAR-10 copy, or a .tar.gz of one (unpacked into a temporary folder)")
     parser.add_argument("--out", type=Path, required=True, help="where the results go ($OUT on a lent machine)")
     parser.add_argument("--runs", type=Path, help="run folders; default a new temporary one")
-    parser.add_argument("--budget", type=float, default=540, help="seconds for all steps (default 540)")
+    parser.add_argument("--budget", type=float, default=480, help="seconds for all steps (default 480)")
     parser.add_argument("--min-step", type=float, default=60, help="skip a step with less left (default 60 s)")
     parser.add_argument("--dry-run", action="store_true", help="the CPU, the smoke stand-in, tiny runs")
     args = parser.parse_args(argv)

@@ -244,7 +244,8 @@ def block_explorer(block: str = "basic", n_blocks: int = 27) -> ipywidgets.VBox:
     import ipywidgets as widgets
 
     controls = {
-        "block": widgets.Dropdown(options=list(BLOCKS), value=block, description="block"),
+        "block": widgets.Dropdown(options=[(name.replace("_", " "), name) for name in BLOCKS], value=block,
+                                  description="block"),
         "shortcut": widgets.ToggleButtons(options=list(SHORTCUTS), value="A", description="shortcut"),
         "zero_init": widgets.Checkbox(False, description="zero-init last layer"),
         "n_blocks": widgets.IntSlider(n_blocks, min=1, max=60, description="blocks", continuous_update=False),

@@ -325,10 +325,12 @@ def test_the_block_explorer_disables_the_controls_a_plain_block_ignores():
     panel = block_explorer(n_blocks=2)
     controls = {w.description: w for box in panel.children[:2] for w in box.children}
     assert not controls["shortcut"].disabled and not controls["zero-init last layer"].disabled
-    controls["block"].value = "plain"
-    assert controls["shortcut"].disabled and controls["zero-init last layer"].disabled
-    controls["block"].value = "preact"
-    assert not controls["shortcut"].disabled and not controls["zero-init last layer"].disabled
+    for plain in ("plain", "plain_bottleneck"):
+        controls["block"].value = "preact"
+        assert not controls["shortcut"].disabled and not controls["zero-init last layer"].disabled
+        controls["block"].value = plain
+        assert controls["shortcut"].disabled and controls["zero-init last layer"].disabled
+    assert controls["block"].label == "plain bottleneck"  # the name, in words
     assert len(plt.get_fignums()) == 0
 
 
