@@ -93,8 +93,9 @@ def _data_dir(data: str, work: Path) -> str:
     """``data`` itself, or the folder a ``.tar.gz`` of it unpacks into."""
     if not data.endswith((".tar.gz", ".tgz")):
         return data
+    safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # Python >= 3.10.12: no paths outside work
     with tarfile.open(data) as archive:
-        archive.extractall(work, filter="data")
+        archive.extractall(work, **safe)
     return str(work)
 
 

@@ -4,6 +4,7 @@ import itertools
 import json
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -311,6 +312,18 @@ def test_gpu_session_refuses_a_missing_data_path(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_info:
         gpu_session.main(["--data", str(tmp_path / "missing.tar.gz"), "--out", str(tmp_path / "out")])
     assert exit_info.value.code == 2 and "no such file" in capsys.readouterr().err
+
+
+def test_gpu_session_unpacks_an_archived_copy_and_takes_a_folder_as_it_is(tmp_path):
+    image = tmp_path / "copy" / "train" / "cat" / "0001.png"
+    image.parent.mkdir(parents=True)
+    Image.new("RGB", (32, 32)).save(image)
+    archive = tmp_path / "copy.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "copy" / "train", arcname="train")
+    unpacked = Path(gpu_session._data_dir(str(archive), tmp_path / "unpacked"))
+    assert (unpacked / "train" / "cat" / "0001.png").read_bytes() == image.read_bytes()
+    assert gpu_session._data_dir(str(tmp_path / "copy"), tmp_path / "unused") == str(tmp_path / "copy")
 
 
 def test_an_unfinished_run_is_collected_with_its_checkpoint(tmp_path):
