@@ -3,33 +3,33 @@
     python3 -m benchmarks.gpu_session --data gpu_data/cifar10-jpeg-train.tar.gz --out "$OUT"
     python3 -m benchmarks.gpu_session --dry-run --out /tmp/session   # the same steps on the CPU, tiny, in a minute
 
-With the device tool, after ``mkdir -p gpu_data && cp ../shared/data/cifar10-jpeg-train.tar.gz gpu_data/``: one
-call of the first command with ``carry=["gpu_data"]`` and ``timeout_s=600`` (the default budget, 480 s, leaves time
-to unpack the data and to start Python); the GPU session's 15 minutes hold one such call and the machine's start.
+With the device tool, after ``mkdir -p gpu_data && cp ../shared/data/cifar10-jpeg-train.tar.gz gpu_data/``
+(``gpu_data/`` is git-ignored): one call of the first command with ``carry=["gpu_data"]`` and ``timeout_s`` at least
+``--budget`` + 60 (default budget 480 s: ``timeout_s=540``); a session's 15 minutes of device time hold one such
+call and the machine's start.
 
-Steps, in order, each given what is left of ``--budget`` seconds; one that would start with less than
-``--min-step`` seconds left is skipped, and a training step still running at the deadline is interrupted as by
-Ctrl-C, keeping its last complete epoch:
+The whole command ends within ``--budget`` seconds: the steps run in this order until ``RESERVE`` seconds before
+it, which leave time to stop a run and score it. A step that would start with less than ``--min-step`` seconds is
+skipped; a step still running at its deadline is interrupted as by Ctrl-C (a training run keeps its last complete
+epoch).
 
-1. ``tests/test_gpu.py``, the CUDA paths: mixed precision, channels_last, float16 loss scaling, resume, the CLI;
-2. the fast recipe for ResNet-20 (30 epochs, 45,000 training and 5,000 validation images), scored single-view and
-   with test-time flips (:mod:`benchmarks.score_run`);
-3. the paper's recipe (182 epochs), the same way, for as long as the budget lasts;
-4. :mod:`benchmarks.gpu`'s epoch-time table for ResNet-20, if time is left.
+1. ``tests/test_gpu.py`` (at most 150 s), the CUDA paths: mixed precision, channels_last, float16 loss scaling,
+   resume, the command line; with ``RESNET_LAB_REQUIRE_CUDA=1``, so that a GPU the tests cannot see fails them;
+2. the fast recipe for ResNet-20 (30 epochs, 45,000 training and 5,000 validation images);
+3. :mod:`benchmarks.gpu`'s epoch-time table for ResNet-20 (at most 150 s);
+4. the paper's recipe (182 epochs) for the rest of the budget: one call does not finish it.
 
-``--out`` receives ``SESSION.md`` (GPU, torch, each step's exit status and minutes, each run's scores; rewritten
-after every step), ``steps.log`` (every step's output), ``RESULTS_GPU.md``, each run's metrics as
-``fast-metrics.json`` and ``paper-metrics.json``, and the checkpoint of a run left unfinished as
-``<recipe>-checkpoint.pt`` (git-ignored, never committed): carried back as ``<runs>/<recipe>/checkpoint.pt``,
-``--runs <runs>`` continues it in a later call.
+Each run is scored single-view and with test-time flips (:mod:`benchmarks.score_run`). ``--out`` receives
+``SESSION.md`` (the GPU, torch, each step's exit status and minutes, each run's progress and scores; rewritten
+before and after every step), ``steps.log`` (every step's output), ``RESULTS_GPU.md`` and the runs themselves,
+``runs/fast`` and ``runs/paper`` (``metrics.json`` and ``checkpoint.pt``: git-ignored, never committed): 7 files,
+none deeper than two folders, so all of them come back from a lent machine even when the call is cut short.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -47,24 +47,32 @@ if __package__ in (None, ""):  # run as a file: make the `benchmarks` package im
 
 from benchmarks.gpu import machine_header  # noqa: E402
 from benchmarks.score_run import score_run  # noqa: E402
-from resnet_lab.checkpoint import CHECKPOINT_NAME, METRICS_NAME, load_checkpoint  # noqa: E402
+from resnet_lab.checkpoint import CHECKPOINT_NAME, load_checkpoint  # noqa: E402
 from resnet_lab.data import CifarData, load_cifar10  # noqa: E402
 
-__all__ = ["Step", "run_step", "collect_run", "main"]
+__all__ = ["Step", "run_step", "describe_run", "main"]
 
 ROOT = Path(__file__).resolve().parents[1]
 VAL_SPLIT = 5000
-RECIPES = ("fast", "paper")  # in this order; each run's folder is named after its recipe
+RESERVE = 45  # seconds after the steps: up to 30 s for a run to stop at Ctrl-C, then scoring it
+CAPPED = 150  # seconds at most for the tests and for the epoch-time table
 
 
 @dataclass
 class Step:
     name: str
-    status: str  # "exit 0", "exit 1", "interrupted at the deadline", "skipped: ..."
+    status: str  # "exit 0", "exit 1", "interrupted at the deadline", "skipped: ...", "running"
     seconds: float = 0.0
 
 
-def run_step(name: str, command: Sequence[str], log: Path, deadline: float, *, min_seconds: float) -> Step:
+def _default_sigint() -> None:
+    """In the child, before it starts: SIGINT's default action. A shell without job control starts background
+    commands with SIGINT ignored, and a child inherits that; the deadline's Ctrl-C would then do nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def run_step(name: str, command: Sequence[str], log: Path, deadline: float, *, min_seconds: float,
+             env: dict[str, str] | None = None) -> Step:
     """Run ``command`` in the repository root, appending its output to ``log``, until it ends or ``deadline``
     (``time.monotonic()``); then SIGINT (a training run keeps its last complete epoch), then SIGKILL after 30 s."""
     left = deadline - time.monotonic()
@@ -75,7 +83,8 @@ def run_step(name: str, command: Sequence[str], log: Path, deadline: float, *, m
         out.write(f"\n===== {name}: {' '.join(command)}\n")
         out.flush()
         process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                   env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+                                   preexec_fn=_default_sigint if os.name == "posix" else None)
         try:
             status = f"exit {process.wait(timeout=left)}"
         except subprocess.TimeoutExpired:
@@ -89,30 +98,26 @@ def run_step(name: str, command: Sequence[str], log: Path, deadline: float, *, m
     return Step(name, status, time.monotonic() - start)
 
 
-def _data_dir(data: str, work: Path) -> str:
+def _data_dir(data: Path, work: Path) -> Path:
     """``data`` itself, or the folder a ``.tar.gz`` of it unpacks into."""
-    if not data.endswith((".tar.gz", ".tgz")):
+    if not data.name.endswith((".tar.gz", ".tgz")):
         return data
     safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # Python >= 3.10.12: no paths outside work
     with tarfile.open(data) as archive:
         archive.extractall(work, **safe)
-    return str(work)
+    return work
 
 
-def collect_run(run_dir: Path, data: CifarData, out: Path) -> str:
-    """Copy the run's metrics (and its checkpoint, if it is unfinished) into ``out``; a line on its progress,
-    speed and validation accuracy, single-view and with flips."""
-    metrics = json.loads((run_dir / METRICS_NAME).read_text())
-    epochs = metrics["epochs"]
-    config = load_checkpoint(run_dir / CHECKPOINT_NAME)["config"]
-    shutil.copy(run_dir / METRICS_NAME, out / f"{run_dir.name}-metrics.json")
-    if len(epochs) < config["epochs"]:  # to be carried back and continued with --runs
-        shutil.copy(run_dir / CHECKPOINT_NAME, out / f"{run_dir.name}-checkpoint.pt")
-    minutes = sum(e["seconds"] for e in epochs) / 60
-    speed = sum(e["images_per_s"] for e in epochs) / len(epochs)
+def describe_run(run_dir: Path, data: CifarData) -> str:
+    """A line on a run's progress (from its checkpoint), speed and validation accuracy, single-view and with flips."""
+    state = load_checkpoint(run_dir / CHECKPOINT_NAME)
+    history, config = state["history"], state["config"]
+    minutes = sum(record["seconds"] for record in history) / 60
+    settled = history[1:] or history  # the first epoch includes cuDNN's algorithm search and lazy set-up
+    speed = sum(record["images_per_s"] for record in settled) / len(settled)
     scores = score_run(run_dir, data)
-    return (f"{len(epochs)} of {config['epochs']} epochs, {minutes:.1f} min of training and evaluation, "
-            f"{speed:,.0f} training images/s, amp {config['amp']}; val single-view "
+    return (f"{len(history)} of {config['epochs']} epochs, {minutes:.1f} min of training and evaluation, "
+            f"{speed:,.0f} training images/s after the first epoch, amp {config['amp']}; val single-view "
             f"{100 * scores['val_single']:.2f} %, with flips {100 * scores['val_flip']:.2f} %")
 
 
@@ -124,63 +129,70 @@ def _write_report(out: Path, header: str, steps: list[Step], runs: dict[str, str
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
+    start = time.monotonic()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", help="a CIFAR-10 copy, or a .tar.gz of one (unpacked into a temporary folder)")
+    parser.add_argument("--data", type=Path, help="a CIFAR-10 copy, or a .tar.gz of one (unpacked into /tmp)")
     parser.add_argument("--out", type=Path, required=True, help="where the results go ($OUT on a lent machine)")
-    parser.add_argument("--runs", type=Path, help="run folders; default a new temporary one")
-    parser.add_argument("--budget", type=float, default=480, help="seconds for all steps (default 480)")
+    parser.add_argument("--budget", type=float, default=480, help="seconds for the whole command (default 480)")
     parser.add_argument("--min-step", type=float, default=60, help="skip a step with less left (default 60 s)")
     parser.add_argument("--dry-run", action="store_true", help="the CPU, the smoke stand-in, tiny runs")
     args = parser.parse_args(argv)
-    if not args.dry_run and (args.data is None or not torch.cuda.is_available()):
-        parser.error("needs --data and a CUDA GPU (or --dry-run)")
-    if not args.dry_run and not Path(args.data).exists():
-        parser.error(f"--data {args.data}: no such file or folder")
-    deadline = time.monotonic() + args.budget
-    args.out.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="gpu_session_"))
-    runs = args.runs or work / "runs"
-    log = args.out / "steps.log"
+    if not args.dry_run:
+        if args.data is None or not torch.cuda.is_available():
+            parser.error("needs --data and a CUDA GPU (or --dry-run)")
+        if not args.data.exists():
+            parser.error(f"--data {args.data}: no such file or folder")
+    deadline = start + args.budget - RESERVE
+    out = args.out.resolve()
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    log = out / "steps.log"
     python = sys.executable
+    results = ["--out", str(out / "RESULTS_GPU.md")]
     if args.dry_run:
-        source = ["--smoke", "--device", "cpu", "--model", "resnet8"]
+        source = ["--smoke", "--device", "cpu", "--model", "resnet8", "--val-split", str(VAL_SPLIT // 50)]
         data = load_cifar10(val_split=VAL_SPLIT // 50, smoke=True)
-        epochs = {"fast": ["--epochs", "1", "--val-split", str(VAL_SPLIT // 50)],
-                  "paper": ["--epochs", "2", "--val-split", str(VAL_SPLIT // 50)]}
-        bench = [python, "-m", "benchmarks.gpu", "--dry-run", "--skip-accuracy", "--out",
-                 str(args.out / "RESULTS_GPU.md")]
+        epochs = {"fast": ["--epochs", "1"], "paper": ["--epochs", "2"]}
+        bench = [python, "-m", "benchmarks.gpu", "--dry-run", "--skip-accuracy", *results]
+        data_dir, test_env = None, {}
     else:
-        data_dir = _data_dir(args.data, work / "data")
-        source = ["--data", data_dir, "--device", "cuda", "--model", "resnet20"]
-        data = None  # loaded for scoring once the first run has decoded and cached it
-        epochs = {recipe: ["--val-split", str(VAL_SPLIT)] for recipe in RECIPES}
-        bench = [python, "-m", "benchmarks.gpu", "--data", data_dir, "--models", "resnet20", "--skip-accuracy",
-                 "--out", str(args.out / "RESULTS_GPU.md")]
+        data_dir = _data_dir(args.data.resolve(), Path(tempfile.mkdtemp(prefix="gpu_session_data_")))
+        source = ["--data", str(data_dir), "--device", "cuda", "--model", "resnet20", "--val-split", str(VAL_SPLIT)]
+        data = None  # loaded for scoring after the first run has decoded and cached it
+        epochs = {"fast": [], "paper": []}  # each recipe's own
+        bench = [python, "-m", "benchmarks.gpu", "--data", str(data_dir), "--models", "resnet20", "--skip-accuracy",
+                 *results]
+        test_env = {"RESNET_LAB_REQUIRE_CUDA": "1"}
     header = "\n".join(machine_header(torch.device("cpu" if args.dry_run else "cuda")))
     steps: list[Step] = []
-    summaries: dict[str, str] = {}
+    runs: dict[str, str] = {}
 
-    steps.append(run_step("tests/test_gpu.py", [python, "-m", "pytest", "-q", "-o", "addopts=", "-p",
-                                                "no:cacheprovider", "tests/test_gpu.py"],
-                          log, deadline, min_seconds=args.min_step))
-    _write_report(args.out, header, steps, summaries)
-    for recipe in RECIPES:
-        run_dir = runs / recipe
-        command = [python, "-m", "resnet_lab.train", *source, "--recipe", recipe, *epochs[recipe], "--out",
-                   str(run_dir), "--no-progress", "--resume"]
-        steps.append(run_step(f"{recipe} recipe", command, log, deadline, min_seconds=args.min_step))
-        if (run_dir / METRICS_NAME).exists():
+    def step(name: str, command: Sequence[str], cap: float | None = None, env: dict[str, str] | None = None) -> None:
+        _write_report(out, header, [*steps, Step(name, "running")], runs)
+        end = deadline if cap is None else min(deadline, time.monotonic() + cap)
+        steps.append(run_step(name, command, log, end, min_seconds=args.min_step, env=env))
+        _write_report(out, header, steps, runs)
+
+    def train(recipe: str) -> None:
+        nonlocal data
+        run_dir = out / "runs" / recipe
+        step(f"{recipe} recipe", [python, "-m", "resnet_lab.train", *source, "--recipe", recipe, *epochs[recipe],
+                                  "--out", str(run_dir), "--no-progress", "--resume"])
+        if (run_dir / CHECKPOINT_NAME).exists():
             try:
                 if data is None:
                     data = load_cifar10(data_dir, val_split=VAL_SPLIT)
-                summaries[f"{recipe} recipe"] = collect_run(run_dir, data, args.out)
+                runs[f"{recipe} recipe"] = describe_run(run_dir, data)
             except Exception as error:  # report it and go on: the remaining steps still run
-                summaries[f"{recipe} recipe"] = f"not scored: {type(error).__name__}: {error}"
-        _write_report(args.out, header, steps, summaries)
-    steps.append(run_step("epoch times (benchmarks.gpu)", bench, log, deadline, min_seconds=args.min_step))
-    _write_report(args.out, header, steps, summaries)
-    print((args.out / "SESSION.md").read_text())
-    return args.out / "SESSION.md"
+                runs[f"{recipe} recipe"] = f"not scored: {type(error).__name__}: {error}"
+            _write_report(out, header, steps, runs)
+
+    step("tests/test_gpu.py", [python, "-m", "pytest", "-q", "-rs", "-o", "addopts=", "-p", "no:cacheprovider",
+                               "tests/test_gpu.py"], cap=CAPPED, env=test_env)
+    train("fast")
+    step("epoch times (benchmarks.gpu)", bench, cap=CAPPED)
+    train("paper")
+    print((out / "SESSION.md").read_text())
+    return out / "SESSION.md"
 
 
 if __name__ == "__main__":

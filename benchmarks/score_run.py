@@ -1,13 +1,14 @@
 """A training run's accuracy scored both ways: single-view (as the paper reports) and with test-time flips.
 
 A run's ``metrics.json`` scores held-out images the way its recipe does (the fast recipe with flips, the paper's
-single-view); this scores its last checkpoint both ways, in the run's precision (bfloat16 or float16 autocast where
-it trained so), on the validation split it trained with:
+single-view); this scores its last checkpoint both ways, in the run's precision and memory format (bfloat16 or
+float16 autocast, channels_last, where it trained so), on the validation split it trained with:
 
     python -m benchmarks.score_run runs/resnet20 --data DIR --val-split 5000
 
-``--val-split`` (and ``--subset``) must be those of the training run; the run records its training-set size and
-split seed, and a different split is refused rather than scored on images the network trained on.
+``--val-split`` (and ``--subset``, ``--split-seed``) must be those of the training run; the run records its data
+source, split sizes and split seed, and a different split is refused rather than scored on images the network
+trained on.
 """
 
 from __future__ import annotations
@@ -33,25 +34,36 @@ from resnet_lab.train import evaluate  # noqa: E402
 __all__ = ["score_run", "main"]
 
 
+def _split(config: dict) -> tuple[object, ...]:
+    return tuple(config.get(key) for key in ("data", "train_size", "val_size", "split_seed"))
+
+
 def score_run(run_dir: str | os.PathLike, data: CifarData, *, device: str | torch.device | None = None,
               ) -> dict[str, object]:
     """``{"model", "epoch", "val_single", "val_flip", "test_single", "test_flip"}`` of the run's last checkpoint;
-    accuracies as fractions, None for a split ``data`` does not have. ValueError if ``data`` is not the run's split."""
+    accuracies as fractions, None for a split ``data`` does not have. ValueError if ``data`` is not the run's split
+    (its source, training and validation sizes and split seed)."""
     state = load_checkpoint(Path(run_dir) / CHECKPOINT_NAME)
     config = state["config"]
-    if (len(data.train_labels), data.split_seed) != (config["train_size"], config["split_seed"]):
-        raise ValueError(f"{run_dir} trained on {config['train_size']} images with split seed {config['split_seed']}, "
-                         f"this data has {len(data.train_labels)} with split seed {data.split_seed}: pass the run's "
-                         "--val-split, --subset and --split-seed, so that no training image is scored")
+    if config.get("val_size") is None or config.get("split_seed") is None:
+        raise ValueError(f"{run_dir} was saved before runs recorded their validation split: it cannot be checked")
+    given = {"data": data.source, "train_size": len(data.train_labels),
+             "val_size": 0 if data.val_labels is None else len(data.val_labels), "split_seed": data.split_seed}
+    if _split(config) != _split(given):
+        raise ValueError(f"{run_dir} trained on {dict(zip(given, _split(config)))}, this data is {given}: pass the "
+                         "run's --val-split, --subset and --split-seed (and its data), so that no training image "
+                         "is scored")
     device = pick_device(None if device is None else str(device))
+    memory_format = torch.channels_last if config.get("channels_last") else torch.contiguous_format
     model = build_model(config["model"])
     model.load_state_dict(state["model"])
-    model.to(device)
+    model.to(device, memory_format=memory_format)
     amp_dtype = getattr(torch, config["amp"]) if config.get("amp") else None  # as fit scored it
     scores: dict[str, object] = {"model": config["model"], "epoch": state["epoch"]}
     for split, images, labels in (("val", data.val_images, data.val_labels),
                                   ("test", data.test_images, data.test_labels)):
-        loader = None if images is None else TensorLoader(images, labels, 500, train=False, device=device)
+        loader = None if images is None else TensorLoader(images, labels, 500, train=False, device=device,
+                                                          channels_last=bool(config.get("channels_last")))
         for flip, way in ((False, "single"), (True, "flip")):
             scores[f"{split}_{way}"] = (None if loader is None else
                                         evaluate(model, loader, num_classes=len(data.classes), amp_dtype=amp_dtype,

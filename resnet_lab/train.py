@@ -175,7 +175,8 @@ def fit(
     if warmup is None:
         warmup = recipe == "paper" and len(getattr(model, "blocks", ())) >= 54
     config.update(model=name, architecture=_architecture(model), warmup=warmup, seed=seed, data=data.source,
-                  train_size=len(data.train_labels), split_seed=data.split_seed)
+                  train_size=len(data.train_labels), val_size=0 if data.val_labels is None else len(data.val_labels),
+                  split_seed=data.split_seed)
     runnable, amp_dtype, channels_last = prepare_model(model, device, amp=amp, channels_last=channels_last,
                                                        compile=compile)
     with torch.no_grad():  # a wrong head fails here with a clear message, not deep in cross_entropy

