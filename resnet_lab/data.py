@@ -11,6 +11,7 @@ Batching and augmentation live in :mod:`resnet_lab.loader`.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
 import re
@@ -23,7 +24,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .checkpoint import atomic_save
+from .checkpoint import atomic_save, atomic_write
 
 __all__ = [
     "CIFAR10_CLASSES", "CIFAR10_MEAN", "CIFAR10_STD", "DATA_ENV", "CACHE_ENV", "CifarData",
@@ -238,11 +239,27 @@ def _remove_legacy_cache(cache: Path) -> None:
             path.unlink(missing_ok=True)
 
 
+def _index_and_prune(cache: Path, prefix: str, folder: Path) -> None:
+    """Record which folder the cache files ``<prefix>-*.pt`` belong to, in ``imagefolders.json``, and delete the
+    cache files of recorded folders that no longer exist (moved or deleted: each would keep 150 MB for nothing)."""
+    index_path = cache / "imagefolders.json"
+    try:
+        index = json.loads(index_path.read_text())
+    except (OSError, ValueError):  # none yet, or unreadable: start a new one
+        index = {}
+    index[prefix] = str(folder.resolve())
+    for gone in [key for key, source in index.items() if not Path(source).is_dir()]:
+        for path in cache.glob(f"{gone}-*.pt"):
+            path.unlink(missing_ok=True)
+        del index[gone]
+    atomic_write(index_path, lambda temporary: temporary.write_text(json.dumps(index, indent=1)))
+
+
 def _read_imagefolder_cached(folder: Path, cache: Path | None) -> dict:
     """The decoded image folder, from ``cache`` when its files are unchanged, else decoded now and cached.
 
     The cache file is ``imagefolder-<folder>-<contents>.pt`` (two hashes): writing a new one removes the folder's
-    older versions, so each image folder keeps one cache file.
+    older versions, so each image folder keeps one cache file, and the caches of folders that were moved or deleted.
     """
     if cache is None:
         return _read_imagefolder(folder)
@@ -259,6 +276,7 @@ def _read_imagefolder_cached(folder: Path, cache: Path | None) -> dict:
         for stale in cache.glob(f"{prefix}-*.pt"):  # the same folder before its files changed
             if stale != path:
                 stale.unlink(missing_ok=True)
+        _index_and_prune(cache, prefix, folder)
     except OSError as error:
         warnings.warn(f"could not update the cache {path} ({error}); set {CACHE_ENV} to a writable folder",
                       stacklevel=3)

@@ -3,6 +3,7 @@
 Every dataset here is written by the test into tmp_path, in the official pickle layout or as an image folder.
 """
 
+import json
 import os
 import pickle
 
@@ -137,8 +138,28 @@ def test_image_folder_loads_sorted_classes_and_cache_follows_the_files(tmp_path,
     # another folder gets a cache file of its own and leaves this one alone
     write_imagefolder(tmp_path / "other")
     assert len(load_cifar10(tmp_path / "other").train_labels) == 12
-    assert set(replaced) < set(isolated_cache.glob("imagefolder-*.pt")) and len(list(isolated_cache.iterdir())) == 2
+    assert set(replaced) < set(isolated_cache.glob("imagefolder-*.pt")) and len(list(isolated_cache.iterdir())) == 3
     assert load_cifar10(tmp_path / "imgs", cache=False).test_images is not None
+
+
+def test_a_moved_image_folder_leaves_no_cache_behind(tmp_path, isolated_cache):
+    write_imagefolder(tmp_path / "imgs")
+    write_imagefolder(tmp_path / "other", classes=("bird", "frog"))
+    load_cifar10(tmp_path / "imgs")
+    imgs_cache = set(isolated_cache.glob("imagefolder-*.pt"))
+    load_cifar10(tmp_path / "other")
+    other_cache = set(isolated_cache.glob("imagefolder-*.pt")) - imgs_cache
+    (tmp_path / "imgs").rename(tmp_path / "moved")
+    assert len(load_cifar10(tmp_path / "moved").train_labels) == 12  # decoded again under its new path
+    caches = set(isolated_cache.glob("imagefolder-*.pt"))
+    assert len(caches) == 2 and other_cache < caches and not imgs_cache & caches  # the old path's cache is gone
+    index = json.loads((isolated_cache / "imagefolders.json").read_text())
+    assert sorted(index.values()) == sorted(str((tmp_path / name).resolve()) for name in ("moved", "other"))
+    (isolated_cache / "imagefolders.json").write_text("{not json")  # a damaged index starts afresh, no error
+    write_imagefolder(tmp_path / "third")
+    load_cifar10(tmp_path / "third")
+    index = json.loads((isolated_cache / "imagefolders.json").read_text())
+    assert list(index.values()) == [str((tmp_path / "third").resolve())]
 
 
 def test_cache_notices_a_file_replaced_under_the_same_name(tmp_path):
