@@ -34,10 +34,6 @@ from resnet_lab.train import evaluate  # noqa: E402
 __all__ = ["score_run", "main"]
 
 
-def _split(config: dict) -> tuple[object, ...]:
-    return tuple(config.get(key) for key in ("data", "train_size", "val_size", "split_seed"))
-
-
 def score_run(run_dir: str | os.PathLike, data: CifarData, *, device: str | torch.device | None = None,
               ) -> dict[str, object]:
     """``{"model", "epoch", "val_single", "val_flip", "test_single", "test_flip"}`` of the run's last checkpoint;
@@ -45,14 +41,14 @@ def score_run(run_dir: str | os.PathLike, data: CifarData, *, device: str | torc
     (its source, training and validation sizes and split seed)."""
     state = load_checkpoint(Path(run_dir) / CHECKPOINT_NAME)
     config = state["config"]
-    if config.get("val_size") is None or config.get("split_seed") is None:
-        raise ValueError(f"{run_dir} was saved before runs recorded their validation split: it cannot be checked")
     given = {"data": data.source, "train_size": len(data.train_labels),
              "val_size": 0 if data.val_labels is None else len(data.val_labels), "split_seed": data.split_seed}
-    if _split(config) != _split(given):
-        raise ValueError(f"{run_dir} trained on {dict(zip(given, _split(config)))}, this data is {given}: pass the "
-                         "run's --val-split, --subset and --split-seed (and its data), so that no training image "
-                         "is scored")
+    saved = {key: config.get(key) for key in given}
+    if None in saved.values():
+        raise ValueError(f"{run_dir} was saved before runs recorded their validation split: it cannot be checked")
+    if saved != given:
+        raise ValueError(f"{run_dir} trained on {saved}, this data is {given}: pass the run's --val-split, --subset "
+                         "and --split-seed (and its data), so that no training image is scored")
     device = pick_device(None if device is None else str(device))
     memory_format = torch.channels_last if config.get("channels_last") else torch.contiguous_format
     model = build_model(config["model"])
