@@ -186,8 +186,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
                 runs[f"{recipe} recipe"] = f"not scored: {type(error).__name__}: {error}"
             _write_report(out, header, steps, runs)
 
-    step("tests/test_gpu.py", [python, "-m", "pytest", "-q", "-rs", "-o", "addopts=", "-p", "no:cacheprovider",
-                               "tests/test_gpu.py"], cap=CAPPED, env=test_env)
+    step("tests/test_gpu.py", [python, "-m", "pytest", "-q", "-rs", "--tb=short", "-o", "addopts=", "-p",
+                               "no:cacheprovider", "tests/test_gpu.py"], cap=CAPPED, env=test_env)
     train("fast")
     step("epoch times (benchmarks.gpu)", bench, cap=CAPPED)
     train("paper")
