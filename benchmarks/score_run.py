@@ -35,10 +35,11 @@ __all__ = ["score_run", "main"]
 
 
 def score_run(run_dir: str | os.PathLike, data: CifarData, *, device: str | torch.device | None = None,
-              ) -> dict[str, object]:
+              model_name: str | None = None) -> dict[str, object]:
     """``{"model", "epoch", "val_single", "val_flip", "test_single", "test_flip"}`` of the run's last checkpoint;
     accuracies as fractions, None for a split ``data`` does not have. ValueError if ``data`` is not the run's split
-    (its source, training and validation sizes and split seed)."""
+    (its source, training and validation sizes and split seed). ``model_name`` (``build_model``'s names) is for a
+    run saved without one (``fit`` without ``model_name``); the network gets as many outputs as the run's head."""
     state = load_checkpoint(Path(run_dir) / CHECKPOINT_NAME)
     config = state["config"]
     given = {"data": data.source, "train_size": len(data.train_labels),
@@ -51,11 +52,16 @@ def score_run(run_dir: str | os.PathLike, data: CifarData, *, device: str | torc
                          "and --split-seed (and its data), so that no training image is scored")
     device = pick_device(None if device is None else str(device))
     memory_format = torch.channels_last if config.get("channels_last") else torch.contiguous_format
-    model = build_model(config["model"])
+    name = model_name or config["model"]
+    try:  # as many outputs as the run's head: the command line gives an ImageNet net one per class of the data
+        model = build_model(name, num_classes=state["model"]["fc.weight"].shape[0])
+    except ValueError as error:
+        raise ValueError(f"{run_dir} holds a {name!r} network, which this script cannot rebuild ({error}); pass "
+                         "--model NAME, the name it was trained as") from None
     model.load_state_dict(state["model"])
     model.to(device, memory_format=memory_format)
     amp_dtype = getattr(torch, config["amp"]) if config.get("amp") else None  # as fit scored it
-    scores: dict[str, object] = {"model": config["model"], "epoch": state["epoch"]}
+    scores: dict[str, object] = {"model": name, "epoch": state["epoch"]}
     for split, images, labels in (("val", data.val_images, data.val_labels),
                                   ("test", data.test_images, data.test_labels)):
         loader = None if images is None else TensorLoader(images, labels, 500, train=False, device=device,
@@ -80,10 +86,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     parser.add_argument("--split-seed", type=int, default=0, help="the run's --split-seed (default 0)")
     parser.add_argument("--smoke", action="store_true", help="the synthetic stand-in (a --smoke run)")
     parser.add_argument("--device", help="cpu, cuda, mps (default: the best available)")
+    parser.add_argument("--model", help="the network's name, for a run saved without one (default: the run's)")
     args = parser.parse_args(argv)
     data = load_cifar10(args.data, val_split=args.val_split, subset=args.subset, seed=args.split_seed,
                         smoke=args.smoke)
-    scores = score_run(args.run, data, device=args.device)
+    scores = score_run(args.run, data, device=args.device, model_name=args.model)
     print(f"{args.run}: {scores['model']} after {scores['epoch']} epochs | "
           f"val single-view {_percent(scores['val_single'])}, with flips {_percent(scores['val_flip'])} | "
           f"test single-view {_percent(scores['test_single'])}, with flips {_percent(scores['test_flip'])}")

@@ -221,9 +221,10 @@ def imagenet_resnet(
 _CIFAR_NAMES = {"resnet": {}, "cifar_resnet": {}, "plain": {"residual": False}, "preact_resnet": {"preact": True}}
 
 
-def build_model(name: str) -> ResNet:
+def build_model(name: str, num_classes: int | None = None) -> ResNet:
     """A network from its name: ``resnet{d}``, ``plain{d}``, ``preact_resnet{d}`` (CIFAR-10, d = 6n+2) or
-    ``imagenet_resnet{18,34,50,101,152}``.
+    ``imagenet_resnet{18,34,50,101,152}``, with ``num_classes`` outputs (default: 10 for the CIFAR nets, 1000 for
+    the ImageNet nets).
 
     ``resnet{18,34,50,101,152}`` are refused: torchvision gives these names to the ImageNet nets, and 50 and 152 are
     also 6n+2, so the name alone cannot say which network is meant. ``cifar_resnet{d}`` names the CIFAR net of any
@@ -238,7 +239,7 @@ def build_model(name: str) -> ResNet:
     if family == "imagenet_resnet":
         if depth not in IMAGENET_DEPTHS:
             raise ValueError(f"unknown model {name!r}: ImageNet depths are {', '.join(map(str, IMAGENET_DEPTHS))}")
-        return imagenet_resnet(depth)
+        return imagenet_resnet(depth, num_classes=1000 if num_classes is None else num_classes)
     is_cifar_depth = depth >= 8 and (depth - 2) % 6 == 0
     # suggest no name that is refused below
     nearest = ", ".join(f"{family}{d}" for d in _nearest_cifar_depths(depth)
@@ -251,7 +252,7 @@ def build_model(name: str) -> ResNet:
                          f"'imagenet_resnet{depth}'; {cifar}")
     if not is_cifar_depth:
         raise ValueError(f"unknown model {name!r}: CIFAR depth must be 6n+2; nearest valid: {nearest}")
-    return cifar_resnet(depth, **_CIFAR_NAMES[family])
+    return cifar_resnet(depth, **_CIFAR_NAMES[family], num_classes=10 if num_classes is None else num_classes)
 
 
 # The paper's CIFAR-10 models (Table 6, Fig. 6).

@@ -18,7 +18,7 @@ from PIL import Image
 from benchmarks import bn_growth, gpu, gpu_session, notebooks, reference, run_cpu, score_run, throughput, widget_latency
 from resnet_lab.data import load_cifar10
 from resnet_lab.loader import normalize
-from resnet_lab.models import cifar_resnet
+from resnet_lab.models import cifar_resnet, imagenet_resnet
 from resnet_lab.train import fit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -382,6 +382,20 @@ def test_score_run_scores_as_fit_did_and_refuses_another_split(tmp_path, capsys)
                   load_cifar10(val_split=100, seed=1, smoke=True)):  # another draw
         with pytest.raises(ValueError, match="pass the run's --val-split"):
             score_run.score_run(tmp_path, other)
+
+
+def test_score_run_rebuilds_a_replaced_head_and_asks_for_the_name_of_an_unnamed_run(tmp_path):
+    data = load_cifar10(val_split=100, subset=200, smoke=True)
+    settings = {"epochs": 1, "batch_size": 100, "device": "cpu", "progress": False}
+    # the command line's ImageNet net: a new head with one output per class
+    fit(imagenet_resnet(18, num_classes=10), data, out_dir=tmp_path / "imagenet", model_name="imagenet_resnet18",
+        **settings)
+    assert score_run.score_run(tmp_path / "imagenet", data)["model"] == "imagenet_resnet18"
+    fit(cifar_resnet(8), data, out_dir=tmp_path / "unnamed", **settings)  # saved as "resnet", which no name builds
+    with pytest.raises(ValueError, match="pass --model NAME"):
+        score_run.score_run(tmp_path / "unnamed", data)
+    named = score_run.score_run(tmp_path / "unnamed", data, model_name="resnet8")
+    assert named["model"] == "resnet8" and 0 <= named["val_single"] <= 1
 
 
 def test_bn_growth_records_only_the_asked_epochs_of_a_longer_schedule(capsys):

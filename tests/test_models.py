@@ -262,6 +262,9 @@ def test_build_model_round_trips():
     assert count_parameters(build_model("imagenet_resnet18")) == count_parameters(imagenet_resnet(18))
     assert count_parameters(build_model("imagenet_resnet18")) == IMAGENET_PARAMS[18]
     assert all(type(block) is PreActBlock for block in build_model("preact_resnet32").blocks)
+    assert build_model("resnet20").fc.out_features == 10 and build_model("imagenet_resnet18").fc.out_features == 1000
+    assert build_model("plain20", num_classes=3).fc.out_features == 3
+    assert build_model("imagenet_resnet34", num_classes=10).fc.out_features == 10
 
 
 def test_version_is_the_installed_distributions(monkeypatch):
