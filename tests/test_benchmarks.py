@@ -285,35 +285,56 @@ def test_gpu_benchmark_refuses_a_wrong_data_path_before_writing_anything(tmp_pat
 
 
 # ---------------------------------------------------------------------------------- gpu_session and score_run
-def test_gpu_session_dry_run_runs_every_step_and_scores_both_runs(tmp_path):
+def test_gpu_session_dry_run_runs_every_step_and_scores_every_seed(tmp_path):
     text = gpu_session.main(["--dry-run", "--out", str(tmp_path)]).read_text()
-    steps = ["tests/test_gpu.py", "fast recipe", "epoch times (benchmarks.gpu)", "paper recipe"]
+    steps = ["tests/test_gpu.py", "fast recipe", "fast recipe, seed 1", "fast recipe, seed 2",
+             "epoch times (benchmarks.gpu)"]
     rows = [line for line in text.splitlines() if line.startswith("| ") and "exit 0" in line]
     assert [row.split(" | ")[0][2:] for row in rows] == steps  # in this order, each finished
-    assert "* **fast recipe**: 1 of 1 epochs" in text and "* **paper recipe**: 2 of 2 epochs" in text
-    assert text.count("val single-view") == 2 and "not scored" not in text and "running" not in text
-    assert json.loads((tmp_path / "runs" / "paper" / "metrics.json").read_text())["recipe"] == "paper"
+    assert "* **fast recipe**: 1 of 1 epochs" in text and "* **fast recipe, seed 2**: 1 of 1 epochs" in text
+    assert text.count("val single-view") == 4 and "not scored" not in text and "running" not in text
+    assert "* **fast recipe, all seeds**: val single-view " in text and "(mean ± std of 3 seeds)" in text
+    seed2 = json.loads((tmp_path / "runs" / "fast_seed2" / "metrics.json").read_text())
+    assert seed2["recipe"] == "fast" and seed2["seed"] == 2
     returned = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*") if path.is_file())
     assert returned == ["RESULTS_GPU.md", "SESSION.md", "runs/fast/checkpoint.pt", "runs/fast/metrics.json",
-                        "runs/paper/checkpoint.pt", "runs/paper/metrics.json", "steps.log"]  # a lent machine: <= 8
+                        "runs/fast_seed1/metrics.json", "runs/fast_seed2/metrics.json",
+                        "steps.log"]  # a lent machine returns 8 files at most
     assert "SKIPPED" in (tmp_path / "steps.log").read_text()  # the CUDA tests, without a GPU (-rs names them)
     assert "| resnet8 | TensorLoader, fp32, NCHW | " in (tmp_path / "RESULTS_GPU.md").read_text()
 
 
-def test_gpu_session_ends_its_steps_early_enough_to_stop_and_score_the_last_run(tmp_path, monkeypatch):
-    deadlines = []
+def test_gpu_session_runs_the_papers_recipe_on_request_and_continues_a_returned_run(tmp_path):
+    first = gpu_session.main(["--dry-run", "--paper", "--out", str(tmp_path / "first")]).read_text()
+    assert "* **paper recipe**: 2 of 2 epochs" in first and "seed 1" not in first and "epoch times" not in first
+    returned = sorted(str(path.relative_to(tmp_path / "first")) for path in (tmp_path / "first").rglob("*.*"))
+    assert "runs/paper/checkpoint.pt" in returned and len(returned) <= 8
+    again = gpu_session.main(["--dry-run", "--paper-from", str(tmp_path / "first" / "runs" / "paper"), "--out",
+                              str(tmp_path / "again")]).read_text()
+    assert "* **paper recipe**: 2 of 2 epochs" in again  # continued, not started afresh
+    paper_log = (tmp_path / "again" / "steps.log").read_text().split("===== paper recipe")[1]
+    assert "--resume" in paper_log and "epoch 1/2" not in paper_log and "epoch 2/2" not in paper_log  # none trained
+    with pytest.raises(SystemExit):
+        gpu_session.main(["--dry-run", "--paper-from", str(tmp_path), "--out", str(tmp_path / "none")])
+
+
+def test_gpu_session_ends_its_steps_early_enough_and_starts_no_seed_that_cannot_finish(tmp_path, monkeypatch):
+    calls = []
 
     def fake_step(name, command, log, deadline, *, min_seconds, env=None):
-        deadlines.append((name, deadline - time.monotonic()))
-        return gpu_session.Step(name, "exit 0")
+        calls.append((name, deadline - time.monotonic(), min_seconds))
+        return gpu_session.Step(name, "exit 0", {"fast recipe": 100.0, "fast recipe, seed 1": 80.0}.get(name, 1.0))
 
     monkeypatch.setattr(gpu_session, "run_step", fake_step)
     gpu_session.main(["--dry-run", "--out", str(tmp_path), "--budget", "400"])
-    assert [name for name, _ in deadlines] == ["tests/test_gpu.py", "fast recipe", "epoch times (benchmarks.gpu)",
-                                               "paper recipe"]
-    left = dict(deadlines)
+    assert [name for name, _, _ in calls] == ["tests/test_gpu.py", "fast recipe", "fast recipe, seed 1",
+                                              "fast recipe, seed 2", "epoch times (benchmarks.gpu)"]
+    left = {name: seconds for name, seconds, _ in calls}
+    needs = {name: seconds for name, _, seconds in calls}
     assert left["tests/test_gpu.py"] <= gpu_session.CAPPED and left["epoch times (benchmarks.gpu)"] <= 150
-    assert 400 - gpu_session.RESERVE - 30 < left["paper recipe"] <= 400 - gpu_session.RESERVE
+    assert 400 - gpu_session.RESERVE - 30 < left["fast recipe, seed 2"] <= 400 - gpu_session.RESERVE
+    assert needs["fast recipe, seed 1"] == 100 and needs["fast recipe, seed 2"] == 80  # what the run before took
+    assert needs["fast recipe"] == needs["tests/test_gpu.py"] == 60  # --min-step's default
 
 
 def test_a_session_step_past_the_deadline_is_interrupted_and_one_without_time_is_skipped(tmp_path):
@@ -361,8 +382,8 @@ def test_an_unfinished_run_is_described_from_its_checkpoint(tmp_path):
         fit(cifar_resnet(8), data, recipe="paper", epochs=2, batch_size=100, device="cpu", progress=False,
             out_dir=run, model_name="resnet8", on_epoch_end=stop)
     (run / "metrics.json").unlink()  # as if stopped between the checkpoint and the metrics: the checkpoint counts
-    line = gpu_session.describe_run(run, data)
     scores = score_run.score_run(run, data)
+    line = gpu_session.describe_run(run, scores)
     assert line.startswith("1 of 2 epochs") and f"val single-view {100 * scores['val_single']:.2f} %" in line
     state = torch.load(run / "checkpoint.pt", weights_only=True)
     assert state["history"][-1]["val_acc"] == pytest.approx(scores["val_single"])  # the paper scores single-view
