@@ -24,13 +24,13 @@ images, from the epoch time measured before), more than a call has left after th
 says nothing about the recipe's accuracy. ``--paper`` runs it instead of steps 3 and 4, for the rest of the budget;
 ``--paper-from DIR`` continues the ``runs/paper`` folder an earlier call returned (carried along) where it stopped.
 
-Each run is scored single-view and with test-time flips (:mod:`benchmarks.score_run`). ``--out`` receives
-``SESSION.md`` (the GPU, torch, each step's exit status and minutes, each run's progress and scores; rewritten
-before and after every step), ``steps.log`` (every step's output), ``RESULTS_GPU.md``, and the runs themselves
-(git-ignored, never committed): ``runs/fast`` (``metrics.json`` and ``checkpoint.pt``), ``runs/fast_seed1`` and
-``runs/fast_seed2`` (``metrics.json``; their checkpoints stay on the machine), or with ``--paper`` ``runs/paper``
-(both files). At most 8 files, none deeper than two folders, so all of them come back from a lent machine even
-when the call is cut short.
+Each run is scored single-view, with test-time flips, and with flips and 1-pixel shifts
+(:mod:`benchmarks.score_run`). ``--out`` receives ``SESSION.md`` (the GPU, torch, each step's exit status and
+minutes, each run's progress and scores; rewritten before and after every step), ``steps.log`` (every step's
+output), ``RESULTS_GPU.md``, and the runs themselves (git-ignored, never committed): ``runs/fast`` (``metrics.json``
+and ``checkpoint.pt``), ``runs/fast_seed1`` and ``runs/fast_seed2`` (``metrics.json``; their checkpoints stay on the
+machine), or with ``--paper`` ``runs/paper`` (both files). At most 8 files, none deeper than two folders, so all of
+them come back from a lent machine even when the call is cut short.
 """
 
 from __future__ import annotations
@@ -125,16 +125,18 @@ def describe_run(run_dir: Path, scores: dict[str, object]) -> str:
     speed = sum(record["images_per_s"] for record in settled) / len(settled)
     return (f"{len(history)} of {config['epochs']} epochs, {minutes:.1f} min of training and evaluation, "
             f"{speed:,.0f} training images/s after the first epoch, amp {config['amp']}; val single-view "
-            f"{100 * scores['val_single']:.2f} %, with flips {100 * scores['val_flip']:.2f} %")
+            f"{100 * scores['val_single']:.2f} %, with flips {100 * scores['val_flip']:.2f} %, with flips and shifts "
+            f"{100 * scores['val_flip_shift']:.2f} %")
 
 
 def describe_seeds(scores: list[dict[str, object]]) -> str:
-    """Mean ± standard deviation over runs of the validation accuracy, single-view and with flips."""
+    """Mean ± standard deviation over runs of the validation accuracy, in each of ``score_run``'s three ways."""
     line = []
-    for way in ("single", "flip"):
+    for way in ("single", "flip", "flip_shift"):
         values = torch.tensor([100 * float(score[f"val_{way}"]) for score in scores], dtype=torch.float64)
         line.append(f"{values.mean():.2f} ± {values.std():.2f} %")
-    return f"val single-view {line[0]}, with flips {line[1]} (mean ± std of {len(scores)} seeds)"
+    return (f"val single-view {line[0]}, with flips {line[1]}, with flips and shifts {line[2]} (mean ± std of "
+            f"{len(scores)} seeds)")
 
 
 def _write_report(out: Path, header: str, steps: list[Step], runs: dict[str, str]) -> None:

@@ -1,8 +1,9 @@
-"""A training run's accuracy scored both ways: single-view (as the paper reports) and with test-time flips.
+"""A training run's accuracy scored single-view (as the paper reports), with test-time flips, and with flips and shifts.
 
 A run's ``metrics.json`` scores held-out images the way its recipe does (the fast recipe with flips, the paper's
-single-view); this scores its last checkpoint both ways, in the run's precision and memory format (bfloat16 or
-float16 autocast, channels_last, where it trained so), on the validation split it trained with:
+single-view); this scores its last checkpoint three ways (``engine.tta_logits``: the flip-averaged logits of the
+image and of the image moved by one pixel, as airbench scores), in the run's precision and memory format (bfloat16
+or float16 autocast, channels_last, where it trained so), on the validation split it trained with:
 
     python -m benchmarks.score_run runs/resnet20 --data DIR --val-split 5000
 
@@ -36,10 +37,11 @@ __all__ = ["score_run", "main"]
 
 def score_run(run_dir: str | os.PathLike, data: CifarData, *, device: str | torch.device | None = None,
               model_name: str | None = None) -> dict[str, object]:
-    """``{"model", "epoch", "val_single", "val_flip", "test_single", "test_flip"}`` of the run's last checkpoint;
-    accuracies as fractions, None for a split ``data`` does not have. ValueError if ``data`` is not the run's split
-    (its source, training and validation sizes and split seed). ``model_name`` (``build_model``'s names) is for a
-    run saved without one (``fit`` without ``model_name``); the network gets as many outputs as the run's head."""
+    """``{"model", "epoch", "val_single", "val_flip", "val_flip_shift", "test_single", ...}`` of the run's last
+    checkpoint (``engine.tta_logits``'s views); accuracies as fractions, None for a split ``data`` does not have.
+    ValueError if ``data`` is not the run's split (its source, training and validation sizes and split seed).
+    ``model_name`` (``build_model``'s names) is for a run saved without one (``fit`` without ``model_name``); the
+    network gets as many outputs as the run's head."""
     state = load_checkpoint(Path(run_dir) / CHECKPOINT_NAME)
     config = state["config"]
     given = {"data": data.source, "train_size": len(data.train_labels),
@@ -66,10 +68,10 @@ def score_run(run_dir: str | os.PathLike, data: CifarData, *, device: str | torc
                                   ("test", data.test_images, data.test_labels)):
         loader = None if images is None else TensorLoader(images, labels, 500, train=False, device=device,
                                                           channels_last=bool(config.get("channels_last")))
-        for flip, way in ((False, "single"), (True, "flip")):
+        for way, views in (("single", {}), ("flip", {"flip": True}), ("flip_shift", {"flip": True, "shift": True})):
             scores[f"{split}_{way}"] = (None if loader is None else
                                         evaluate(model, loader, num_classes=len(data.classes), amp_dtype=amp_dtype,
-                                                 flip=flip).accuracy)
+                                                 **views).accuracy)
     return scores
 
 
@@ -91,9 +93,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     data = load_cifar10(args.data, val_split=args.val_split, subset=args.subset, seed=args.split_seed,
                         smoke=args.smoke)
     scores = score_run(args.run, data, device=args.device, model_name=args.model)
-    print(f"{args.run}: {scores['model']} after {scores['epoch']} epochs | "
-          f"val single-view {_percent(scores['val_single'])}, with flips {_percent(scores['val_flip'])} | "
-          f"test single-view {_percent(scores['test_single'])}, with flips {_percent(scores['test_flip'])}")
+    print(f"{args.run}: {scores['model']} after {scores['epoch']} epochs")
+    for split in ("val", "test"):
+        print(f"  {split:4s} single-view {_percent(scores[f'{split}_single'])}, with flips "
+              f"{_percent(scores[f'{split}_flip'])}, with flips and shifts {_percent(scores[f'{split}_flip_shift'])}")
     return scores
 
 

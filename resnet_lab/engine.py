@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from .loader import TensorLoader
 from .recipes import LRFactor
 
-__all__ = ["TrainingDiverged", "Evaluation", "evaluate", "train_epoch", "average_buffers", "world"]
+__all__ = ["TrainingDiverged", "Evaluation", "evaluate", "tta_logits", "train_epoch", "average_buffers", "world"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -56,13 +56,30 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
+def tta_logits(model: nn.Module, images: torch.Tensor, *, flip: bool = False, shift: bool = False) -> torch.Tensor:
+    """``model``'s logits for ``images`` ``(N, C, H, W)``, averaged over test-time views as airbench does.
+
+    ``flip``: the mean over each image and its mirror image (what training with random flips taught the net to treat
+    alike). ``shift``: half the logits of the image and a quarter each of the image moved by one pixel down-right and
+    up-left (edges reflected), each of them flip-averaged with ``flip``: six passes of the model instead of two.
+    """
+    def views(x: torch.Tensor) -> torch.Tensor:
+        logits = model(x)
+        return (logits + model(x.flip(-1))) / 2 if flip else logits
+
+    if not shift:
+        return views(images)
+    height, width = images.shape[-2:]
+    padded = F.pad(images, (1, 1, 1, 1), mode="reflect")
+    return views(images) / 2 + (views(padded[..., :height, :width]) + views(padded[..., 2:, 2:])) / 4
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: TensorLoader, *, num_classes: int = 10,
-             amp_dtype: torch.dtype | None = None, flip: bool = False) -> Evaluation:
+             amp_dtype: torch.dtype | None = None, flip: bool = False, shift: bool = False) -> Evaluation:
     """Loss, accuracy and confusion matrix of ``model`` (in eval mode) over ``loader``, summed across DDP ranks.
 
-    ``flip=True`` is test-time augmentation: the logits are the mean over each image and its mirror image
-    (what training with random flips taught the net to treat alike; airbench does the same).
+    ``flip`` and ``shift`` are test-time augmentation (:func:`tta_logits`): the fast recipe scores with flips.
     """
     was_training = model.training
     model.eval()
@@ -72,9 +89,7 @@ def evaluate(model: nn.Module, loader: TensorLoader, *, num_classes: int = 10,
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int32, device=device)
     for images, labels in loader:
         with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
-            logits = model(images)  # (N, classes)
-            if flip:
-                logits = (logits + model(images.flip(-1))) / 2
+            logits = tta_logits(model, images, flip=flip, shift=shift)  # (N, classes)
         loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
         # += 1 at (true class, prediction) for every image; unlike bincount, no wait for the GPU (it reads no size)
         confusion.index_put_((labels, logits.argmax(1)), torch.ones_like(labels, dtype=torch.int32), accumulate=True)

@@ -25,9 +25,9 @@ fast (accuracy per unit of compute; each choice with its source):
     one split: 86.5 ± 0.1 % single-view, 87.6 ± 0.3 % with the flip (float32: 87.7 ± 0.4 %); on a Xeon with AMX
     (bfloat16, seeds 0-2) 86.5 ± 0.4 % and 87.8 ± 0.8 %. The issue's baseline
     (one-cycle SGD without Nesterov, wd 1e-4 on everything, no smoothing, padding 4), same seed, split and
-    precision: 85.6 % single-view, 86.5 % with flips. Test-time shifts by 1 pixel (airbench's weights) added 0.2
-    points to the flip (EPYC, seed 0) and 0.30-0.36 on three seeds on a Xeon, for three times the evaluation cost:
-    not used yet. Also not used (bfloat16, seed 0):
+    precision: 85.6 % single-view, 86.5 % with flips. Test-time shifts by 1 pixel (airbench's weights; ``evaluate``'s
+    ``shift``) added 0.2 points to the flip (EPYC, seed 0) and 0.36-0.42 on three seeds on a Xeon, for three times
+    the evaluation cost: not used yet. Also not used (bfloat16, seed 0):
     zero-initialised residual γ, 2.7 points lower; reflect-padded crops, no different; an EMA of the weights, 0.3–0.4
     points lower with flips (seeds 0, 1; benchmarks/TRAINING.md, note 8).
     On a CPU, batch 128 costs little speed and doubles the number of steps. Earlier, 3 epochs of 5k images (60

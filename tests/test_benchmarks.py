@@ -17,9 +17,9 @@ from PIL import Image
 
 from benchmarks import bn_growth, gpu, gpu_session, notebooks, reference, run_cpu, score_run, throughput, widget_latency
 from resnet_lab.data import load_cifar10
-from resnet_lab.loader import normalize
+from resnet_lab.loader import TensorLoader, normalize
 from resnet_lab.models import cifar_resnet, imagenet_resnet
-from resnet_lab.train import fit
+from resnet_lab.train import evaluate, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -397,7 +397,16 @@ def test_score_run_scores_as_fit_did_and_refuses_another_split(tmp_path, capsys)
     assert scores["val_flip"] == pytest.approx(history[-1]["val_acc"])  # the fast recipe scores with flips
     assert scores["test_flip"] == pytest.approx(history[-1]["test_acc"])
     assert scores["val_single"] != scores["val_flip"] or scores["test_single"] != scores["test_flip"]
-    assert "resnet8 after 1 epochs | val single-view" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "resnet8 after 1 epochs" in out and "  test single-view " in out and ", with flips and shifts " in out
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    model, channels_last = cifar_resnet(8), state["config"]["channels_last"]  # in the precision and format fit used
+    model.load_state_dict(state["model"])
+    model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    loader = TensorLoader(data.val_images, data.val_labels, 100, train=False, channels_last=channels_last)
+    amp_dtype = getattr(torch, state["config"]["amp"]) if state["config"]["amp"] else None
+    shifted = evaluate(model, loader, amp_dtype=amp_dtype, flip=True, shift=True).accuracy
+    assert scores["val_flip_shift"] == pytest.approx(shifted)
     for other in (load_cifar10(val_split=50, smoke=True),  # another training set
                   load_cifar10(val_split=50, subset=400, smoke=True),  # as many training images, drawn otherwise
                   load_cifar10(val_split=100, seed=1, smoke=True)):  # another draw

@@ -204,6 +204,35 @@ def test_evaluate_with_flip_averages_the_logits_of_each_image_and_its_mirror(smo
     assert result.loss != pytest.approx(evaluate(model, loader).loss, rel=1e-4)  # the mirror images do count
 
 
+def test_shifted_views_are_one_pixel_each_way_with_reflected_edges_and_weigh_half():
+    def probe(x):  # one logit: the pixel at row 1, column 1 of channel 0
+        return x[:, 0, 1, 1:2]
+
+    image = torch.arange(25.0).reshape(1, 1, 5, 5)  # pixel (r, c) holds 5 r + c
+    # the image (weight 1/2) shows (1, 1); moved down-right (1/4) it shows (0, 0), moved up-left (1/4) (2, 2)
+    assert engine.tta_logits(probe, image, shift=True).item() == pytest.approx(6 / 2 + 0 / 4 + 12 / 4)
+    # with flips each view is averaged with its mirror image, whose (1, 1) is the view's (1, 3):
+    # (6 + 8) / 2 for the image; (0 + 2) / 2 moved down-right; (12 + 14) / 2 moved up-left
+    both = engine.tta_logits(probe, image, flip=True, shift=True).item()
+    assert both == pytest.approx(7 / 2 + 1 / 4 + 13 / 4)
+
+    def corner(x):
+        return x[:, 0, 0, 0:1]
+
+    # edges reflect: moved either way, pixel (0, 0) shows (1, 1)
+    assert engine.tta_logits(corner, image, shift=True).item() == pytest.approx(0 / 2 + 6 / 4 + 6 / 4)
+
+
+def test_evaluate_with_shifts_scores_the_shifted_views(smoke):
+    model = tiny_model().eval()
+    loader = TensorLoader(smoke.test_images, smoke.test_labels, 16, train=False)
+    with torch.no_grad():
+        logits = torch.cat([engine.tta_logits(model, x, flip=True, shift=True) for x, _ in loader])
+    result = evaluate(model, loader, flip=True, shift=True)
+    assert result.loss == pytest.approx(torch.nn.functional.cross_entropy(logits, smoke.test_labels).item(), rel=1e-5)
+    assert result.loss != pytest.approx(evaluate(model, loader, flip=True).loss, rel=1e-4)
+
+
 @pytest.mark.parametrize("recipe, flip", [("fast", True), ("paper", False)])
 def test_fit_scores_with_the_test_time_flip_only_where_the_recipe_asks(smoke, recipe, flip):
     model = tiny_model()
