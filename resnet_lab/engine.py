@@ -61,7 +61,7 @@ def tta_logits(model: nn.Module, images: torch.Tensor, *, flip: bool = False, sh
 
     ``flip``: the mean over each image and its mirror image (what training with random flips taught the net to treat
     alike). ``shift``: half the logits of the image and a quarter each of the image moved by one pixel down-right and
-    up-left (edges reflected), each of them flip-averaged with ``flip``: six passes of the model instead of two.
+    up-left (edges reflected), each of them flip-averaged with ``flip``: three times as many passes of the model.
     """
     def views(x: torch.Tensor) -> torch.Tensor:
         logits = model(x)
