@@ -152,10 +152,11 @@ def fit(
     CUDA and CPU.
     With ``out_dir``, each epoch ends with an atomic ``checkpoint.pt`` and ``metrics.json``; ``resume=True``
     continues from the checkpoint, with the same network and settings (bit-identical on CPU with a fixed thread
-    count). Returns the history: one dict per epoch with ``epoch, train_loss, train_acc, val_loss, val_acc,
-    test_loss, test_acc, images_per_s, seconds, lr, images`` (losses are plain cross-entropy, accuracies fractions,
-    None where not measured; ``seconds`` is the whole epoch, ``images_per_s`` training only). Raises
-    TrainingDiverged on a NaN/inf loss, ValueError on settings that cannot train (or resume).
+    count), and says so even with ``progress=False`` (which drops the bar and the per-epoch lines). Returns the
+    history: one dict per epoch with ``epoch, train_loss, train_acc, val_loss, val_acc, test_loss, test_acc,
+    images_per_s, seconds, lr, images`` (losses are plain cross-entropy, accuracies fractions, None where not
+    measured; ``seconds`` is the whole epoch, ``images_per_s`` training only). Raises TrainingDiverged on a NaN/inf
+    loss, ValueError on settings that cannot train (or resume).
     """
     from .runtime import pick_device
 
@@ -230,8 +231,8 @@ def fit(
             scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         history = state["history"]
-        if progress and rank == 0:
-            tqdm.write(f"resuming {path} after epoch {state['epoch']} of {config['epochs']}")
+        if rank == 0:  # said with or without progress bars: a log must show that the run continued
+            print(f"resuming {path} after epoch {state['epoch']} of {config['epochs']}", flush=True)
     train_model = runnable
     if world > 1:  # parameters start equal (DDP broadcasts rank 0's); gradients are averaged every step
         # per-rank BatchNorm: no buffer sync in forward (the default copies rank 0's every step); see average_buffers

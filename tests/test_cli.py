@@ -122,7 +122,8 @@ def test_a_diverging_run_exits_1_with_advice_for_the_command_line(tmp_path, caps
     assert "training diverged" in err and "--lr 1e+29" in err and "Traceback" not in err
 
 
-def test_an_interrupted_run_exits_130_and_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path, monkeypatch):
+def test_an_interrupted_run_exits_130_and_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path, monkeypatch,
+                                                                                          capsys):
     import resnet_lab.train as train_module
 
     common = ["--smoke", "--model", "resnet8", "--epochs", "2", "--threads", "1", "--no-progress", "--no-amp"]
@@ -138,7 +139,11 @@ def test_an_interrupted_run_exits_130_and_resumes_to_the_weights_of_an_uninterru
     assert main([*common, "--out", str(tmp_path / "cut")]) == 130
     assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["epoch"] == 1
     monkeypatch.setattr(train_module, "train_epoch", real_epoch)
+    capsys.readouterr()
     assert main([*common, "--out", str(tmp_path / "cut"), "--resume"]) == 0
+    log = capsys.readouterr().out  # --no-progress: the log still says that the run continued, and from where
+    assert f"resuming {tmp_path / 'cut' / 'checkpoint.pt'} after epoch 1 of 2" in log
+    assert "epoch 1/2" not in log and "epoch 2/2" in log
     whole, cut = (torch.load(tmp_path / run / "checkpoint.pt", weights_only=True) for run in ("whole", "cut"))
     assert cut["epoch"] == 2 and whole["model"].keys() == cut["model"].keys()
     assert all(torch.equal(whole["model"][key], cut["model"][key]) for key in whole["model"])
