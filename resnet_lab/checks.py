@@ -119,7 +119,9 @@ def check_init_std(init_std: Callable[[int, str], float], strict: bool = False) 
                                 "the signal at gain 1; it keeps the forward signal's size, but then the gradients "
                                 "grow going backwards (about 100x over 50 tanh layers).")
                 raise _Fail(f"init_std({fan_in}, {activation!r}) returned {got:.4g}, expected {want:.4g}. "
-                            "Var(sum of fan_in terms w*x) = fan_in * Var(w) * E[x^2]; set it equal to E[x^2].")
+                            "Var(z) = fan_in * Var(w) * E[h_prev^2]. The next E[h^2] is Var(z) for tanh (linear "
+                            "near 0) and Var(z) / 2 for ReLU (it zeroes half the units): set it equal to "
+                            "E[h_prev^2], solve for Var(w) and return its square root.")
         return "the std is sqrt(1/fan_in) for tanh and sqrt(2/fan_in) for ReLU."
 
     return _run_check("check_init_std", check, strict)

@@ -70,12 +70,13 @@ def plot_layer_norms(
 ) -> None:
     """Plot per-layer norms on a log axis; mark entries a log axis cannot show instead of dropping them.
 
-    Overflow (``inf``/``nan``) is drawn as a triangle pointing up on the top edge of the frame and underflow
-    (exactly 0) as one pointing down on the bottom edge, each with its own legend entry: on the frame, they cannot
-    be read as values. Each further curve's markers are hollow and larger, so that none hides another's. A curve
-    of fewer than 30 layers gets a dot per layer (a single layer is a line of one point, invisible without). Call it
-    once per curve; while no curve has a finite value, the axes get a note in place of the meaningless ticks of an
-    empty log axis. :func:`finish_layer_norms`, after the last curve, places the legend off the markers.
+    Overflow (``inf``/``nan``) is drawn as a triangle pointing up on the top edge of the frame and exactly 0 (an
+    underflow, or a gradient cut off, e.g. by a zero-initialised scale) as one pointing down on the bottom edge,
+    each with its own legend entry: on the frame, they cannot be read as values. Each further curve's markers are
+    hollow and larger, so that none hides another's. A curve of fewer than 30 layers gets a dot per layer (a single
+    layer is a line of one point, invisible without). Call it once per curve; while no curve has a finite value, the
+    axes get a note in place of the meaningless ticks of an empty log axis. :func:`finish_layer_norms`, after the
+    last curve, places the legend off the markers.
     """
     layers = range(1, len(norms) + 1)
     finite = [(i, v) for i, v in zip(layers, norms) if math.isfinite(v) and v > 0]
@@ -87,7 +88,7 @@ def plot_layer_norms(
         ax.plot(xs, ys, color=color, linestyle=linestyle, label=label, marker="." if len(norms) < 30 else None)
     transform = ax.get_xaxis_transform()  # x in data units, y in axes fraction (0 = bottom, 1 = top)
     for kind, found, marker, what in (("overflow", overflow, "^", "overflow (inf/nan)"),
-                                      ("underflow", underflow, "v", "underflow (0)")):
+                                      ("underflow", underflow, "v", "exactly 0")):
         if found:
             earlier = _edge_rows(ax, kind)  # curves drawn before with such markers: ring theirs, do not cover them
             y = 1.0 if kind == "overflow" else 0.0
@@ -125,7 +126,7 @@ def _note_if_empty(ax: Axes) -> None:
     if overflowed and not underflowed:
         what = "every layer overflowed (inf/nan)"
     elif underflowed and not overflowed:
-        what = "every norm is exactly 0 (underflow)"
+        what = "every norm is exactly 0"
     else:
         what = "no layer has a finite, non-zero norm"
     ax.text(0.5, 0.5, f"{what}:\nnothing to draw on a log axis, only the markers on its frame",

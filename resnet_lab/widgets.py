@@ -306,7 +306,8 @@ def draw_landscapes(
         ticks = [float(levels[0]), float(levels[-1])]
     colorbar.set_ticks(ticks, labels=[f"{t:.3g}" for t in ticks])
     alphas = [float(a) for a in surfaces[names[0]].alphas[::every]]
-    fig.suptitle(f"{len(alphas)} x {len(alphas)} grid points (computed: {computed} x {computed})", fontsize=9)
+    coarser = f", a coarser view of the {computed} x {computed} computed" if every > 1 else ""
+    fig.suptitle(f"{depth} layers: loss on {len(alphas)} x {len(alphas)} grid points{coarser}", fontsize=9)
     return {"every": every, "points": len(alphas), "alphas": alphas}
 
 

@@ -37,6 +37,7 @@ def test_unattempted_stub_prints_and_returns_false(checker, capsys):
         (lambda fan_in, activation: (2 if activation == "relu" else 1) / fan_in, "variance"),
         (lambda fan_in, activation: 1 / fan_in, "variance"),
         (lambda fan_in, activation: 0.01, "expected"),
+        (lambda fan_in, activation: 2 / math.sqrt(fan_in), "zeroes half the units"),  # the fallback: the ReLU half
         (lambda fan_in, activation: "0.1", "return a float"),
         (lambda fan_in: 0.1, "raised TypeError"),
     ],

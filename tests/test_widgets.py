@@ -165,12 +165,14 @@ def test_landscape_levels_span_every_surface_on_a_log_scale_up_to_a_cap():
 def test_draw_landscapes_pairs_plain_and_residual_of_one_depth_and_coarsens_the_grid():
     fig = plt.figure()
     assert draw_landscapes(SURFACES, depth=14, grid=9, fig=fig)["points"] == 9
+    assert fig.get_suptitle() == "14 layers: loss on 9 x 9 grid points"  # all computed points: nothing more to say
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert titles[0].startswith("plain14") and titles[1].startswith("resnet14") and "0.1 at the trained" in titles[0]
     (colorbar,) = [ax for ax in fig.axes if ax.get_ylabel().startswith("cross-entropy")]  # the shared colour bar
     assert [f"{t:g}" for t in colorbar.get_yticks()] == ["0.1", "0.2", "0.5", "1", "2"]  # up to 30 x 0.1
     assert draw_landscapes(SURFACES, depth=8, grid=5, fig=fig)["alphas"] == pytest.approx([-1, -0.5, 0, 0.5, 1])
     assert draw_landscapes(SURFACES, depth=8, grid=3, fig=fig)["alphas"] == pytest.approx([-1, 0, 1])
+    assert fig.get_suptitle() == "8 layers: loss on 3 x 3 grid points, a coarser view of the 9 x 9 computed"
     with pytest.raises(ValueError, match=r"grid must be one of 3, 5, 9 for surfaces computed on 9 x 9 .*got 4"):
         draw_landscapes(SURFACES, depth=8, grid=4, fig=fig)  # every 3rd point: -1, -0.25, 0.5, no centre
     with pytest.raises(ValueError, match="no surfaces of depth 20; computed: plain8"):
