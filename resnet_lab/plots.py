@@ -28,7 +28,7 @@ from .checkpoint import METRICS_NAME
 
 __all__ = ["PLAIN_COLOR", "RESIDUAL_COLOR", "variant_color", "model_depth", "describe", "plot_layer_norms",
            "finish_layer_norms", "draw_network", "plot_history", "LiveCurves", "plot_confusion", "landscape_levels",
-           "plot_landscape", "plot_lesion_curves"]
+           "plot_landscape", "plot_lesion_curves", "plain_log_labels"]
 
 PLAIN_COLOR = "C1"
 RESIDUAL_COLOR = "C0"
@@ -142,7 +142,7 @@ def finish_layer_norms(ax: Axes, **legend_kwargs: object) -> Legend:
     if _has_values(ax):
         low, high = ax.get_ylim()
         if high / low <= 100 and 1e-4 <= low and high <= 1e5:  # else 2e+33: matplotlib's 2×10^33 reads better
-            _plain_log_labels(ax)
+            plain_log_labels(ax)
     over, under = _edge_rows(ax, "overflow"), _edge_rows(ax, "underflow")
     top = 0.97 if over else 1.0  # the markers on the frame reach about 0.02 into the axes
     bottom = 0.03 if under else 0.0
@@ -240,7 +240,7 @@ def plot_history(histories: dict[str, list[dict]], *, metric: str = "error", axe
         ax.set_title(f"{title} {ylabel}")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize="small")
-        _plain_log_labels(ax)
+        plain_log_labels(ax)
     return list(axes)
 
 
@@ -250,7 +250,7 @@ def _one_digit(value: float, rounding: Callable[[float], int]) -> float:
     return rounding(round(value / scale, 9)) * scale
 
 
-def _plain_log_labels(ax: Axes) -> None:
+def plain_log_labels(ax: Axes) -> None:
     """Label a log y axis with plain numbers (``20``, ``50``, ``100``, not ``2×10¹``).
 
     Minor ticks get labels too when the axis is narrow: all of them within one decade (an axis from 30 to 70 would
@@ -305,7 +305,7 @@ class LiveCurves:
                              marker=".", label=split)
         axes[0].set(xlabel="epoch", ylabel="cross-entropy", yscale="log", title=f"{self.name}: loss")
         axes[1].set(xlabel="epoch", ylabel="accuracy (%)", title=f"{self.name}: accuracy after epoch {epochs[-1]}")
-        _plain_log_labels(axes[0])
+        plain_log_labels(axes[0])
         for ax in axes:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(True, alpha=0.3)

@@ -10,7 +10,7 @@ from resnet_lab import measure
 from resnet_lab.checkpoint import write_metrics
 from resnet_lab.measure import multiply_adds, stage_table, step_cost, synchronize
 from resnet_lab.models import cifar_resnet, count_parameters, imagenet_resnet
-from resnet_lab.plots import LiveCurves, draw_network, plot_history
+from resnet_lab.plots import LiveCurves, draw_network, plain_log_labels, plot_history
 
 
 def test_multiply_adds_match_the_papers_table_1():
@@ -196,3 +196,16 @@ def test_live_curves_of_a_resumed_run_start_at_epoch_1(tmp_path, monkeypatch):
     shown.clear()
     assert LiveCurves("resnet20", run_dir=tmp_path / "new_run").history == [] and not shown  # a new run: no figure
 
+
+
+def test_plain_log_labels_reads_a_narrow_log_axis_in_plain_numbers():
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0.75, 6.5])
+    ax.set_yscale("log")
+    plain_log_labels(ax)
+    fig.canvas.draw()
+    low, high = ax.get_ylim()
+    labels = [t.get_text() for t in ax.get_yticklabels() + ax.get_yticklabels(minor=True) if t.get_text()]
+    assert {"1", "2", "5"} <= set(labels) and not any("times" in label or "^" in label for label in labels)
+    assert low <= 0.75 and high >= 6.5 and all(float(f"{end:.1g}") == pytest.approx(end) for end in (low, high))
+    plt.close(fig)
