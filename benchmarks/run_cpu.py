@@ -1,7 +1,7 @@
 """Every CPU benchmark in one command, written as one markdown file (default ``benchmarks/RESULTS.md``).
 
     python -m benchmarks.run_cpu --data /path/to/cifar          # throughput, widget latency, notebooks (smoke)
-    python -m benchmarks.run_cpu --notebooks-mode real           # notebook 04's real CPU run alone takes ~50 min
+    python -m benchmarks.run_cpu --notebooks-mode real           # notebook 04's real CPU run alone takes ~30 min
     python -m benchmarks.run_cpu --quick --skip-notebooks        # seconds: checks that everything runs
 
 Runs :mod:`benchmarks.throughput`, :mod:`benchmarks.widget_latency` and :mod:`benchmarks.notebooks` (each notebook
@@ -103,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     parser.add_argument("--threads", type=int, help="torch threads (default: every core)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes everywhere: checks that everything runs")
     parser.add_argument("--notebooks-mode", choices=["smoke", "real", "both"], default="smoke",
-                        help="smoke (default, about a minute), real (notebook 04 alone takes ~50 min) or both")
+                        help="smoke (default, about a minute), real (notebook 04 alone: ~30 min, 2 cores) or both")
     parser.add_argument("--skip-notebooks", action="store_true")
     parser.add_argument("notebooks", nargs="*", type=Path, help="notebook files (default: notebooks/*.ipynb)")
     args = parser.parse_args(argv)
