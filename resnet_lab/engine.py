@@ -87,16 +87,19 @@ def evaluate(model: nn.Module, loader: TensorLoader, *, num_classes: int = 10,
     loss_sum = torch.zeros((), dtype=_sum_dtype(device), device=device)
     # counted in int32: MPS before torch 2.9 accumulates no int64; returned as int64
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int32, device=device)
-    for images, labels in loader:
-        with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
-            logits = tta_logits(model, images, flip=flip, shift=shift)  # (N, classes)
-        loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
-        # += 1 at (true class, prediction) for every image; unlike bincount, no wait for the GPU (it reads no size)
-        confusion.index_put_((labels, logits.argmax(1)), torch.ones_like(labels, dtype=torch.int32), accumulate=True)
+    try:
+        for images, labels in loader:
+            with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
+                logits = tta_logits(model, images, flip=flip, shift=shift)  # (N, classes)
+            loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
+            # += 1 at (true class, prediction) for every image; unlike bincount, no wait for the GPU (reads no size)
+            confusion.index_put_((labels, logits.argmax(1)), torch.ones_like(labels, dtype=torch.int32),
+                                 accumulate=True)
+    finally:  # an interrupted evaluation leaves the model in the mode it was given
+        model.train(was_training)
     if loader.world_size > 1:
         dist.all_reduce(loss_sum)
         dist.all_reduce(confusion)
-    model.train(was_training)
     confusion = confusion.to("cpu", torch.int64)
     count = max(1, int(confusion.sum()))
     return Evaluation(float(loss_sum) / count, float(confusion.trace()) / count, confusion)

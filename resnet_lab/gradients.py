@@ -11,8 +11,9 @@ keeps copies of the weights at chosen steps of it (notebook 05).
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,7 @@ __all__ = [
     "deep_mlp",
     "deep_cnn",
     "probe_layers",
+    "preserved_state",
     "grad_norms",
     "BlockGradientRecorder",
     "WeightSnapshots",
@@ -192,21 +194,40 @@ def _weight_grad_norm(layer: nn.Module) -> float:
     return math.sqrt(sum(float(g.to("cpu", torch.float64).pow(2).sum()) for g in grads))  # MPS has no float64
 
 
+@contextlib.contextmanager
+def preserved_state(model: nn.Module) -> Iterator[nn.Module]:
+    """``with preserved_state(model):`` a probe may run ``model`` in any mode; on exit its training mode, every
+    module's mode and its buffers (BatchNorm's running statistics, which a forward pass in training mode updates)
+    are what they were."""
+    modes = [(module, module.training) for module in model.modules()]
+    buffers = [(buffer, buffer.clone()) for buffer in model.buffers()]
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+        with torch.no_grad():
+            for buffer, saved in buffers:
+                buffer.copy_(saved)
+
+
 def grad_norms(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, layers: Sequence[nn.Module] | None = None
 ) -> list[float]:
     """Weight-gradient L2 norm of each hidden layer, in forward order (input side first, head excluded).
 
-    One forward and backward pass of the cross-entropy of ``model(x)`` against integer targets ``y``. The
-    parameters' ``.grad`` are left as they were: gradients already accumulated there neither count nor get lost.
-    Overflow is data: entries may be ``inf`` or ``nan``.
+    One forward and backward pass of the cross-entropy of ``model(x)`` against integer targets ``y``, in the mode
+    the model is in. The parameters' ``.grad`` are left as they were (gradients already accumulated there neither
+    count nor get lost), and so are BatchNorm's running statistics. Overflow is data: entries may be ``inf`` or
+    ``nan``.
     """
     layers = probe_layers(model) if layers is None else list(layers)
     parameters = list(model.parameters())
     saved = [p.grad for p in parameters]
     model.zero_grad(set_to_none=True)  # this pass's gradients alone
     try:
-        F.cross_entropy(model(x), y).backward()
+        with preserved_state(model):
+            F.cross_entropy(model(x), y).backward()
         norms = [_weight_grad_norm(layer) for layer in layers]
     finally:
         for p, grad in zip(parameters, saved):

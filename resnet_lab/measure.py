@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .gradients import preserved_state
+
 __all__ = ["multiply_adds", "StageRow", "stage_table", "StepCost", "step_cost", "synchronize"]
 
 
@@ -90,10 +92,16 @@ def step_cost(model: nn.Module, batch_size: int, device: torch.device | str = "c
 
     ``saved_mib`` is the memory of the tensors saved for backward (found with ``saved_tensors_hooks``), each
     storage counted once — a ReLU's output that the next convolution saves too is kept only once. It is what
-    grows with depth and batch size on any device.
+    grows with depth and batch size on any device. The passes run in training mode; ``model`` moves to ``device``,
+    loses its gradients, and otherwise keeps its state (mode, BatchNorm statistics).
     """
     device = torch.device(device)
-    model = model.to(device).train()
+    model = model.to(device)
+    with preserved_state(model):
+        return _step_cost(model.train(), batch_size, device, image_size, repeats)
+
+
+def _step_cost(model: nn.Module, batch_size: int, device: torch.device, image_size: int, repeats: int) -> StepCost:
     x = torch.randn(batch_size, 3, image_size, image_size, device=device)
     y = torch.randint(0, 10, (batch_size,), device=device)
     saved_storages: dict[int, int] = {}  # address -> bytes

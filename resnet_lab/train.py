@@ -155,8 +155,8 @@ def fit(
     count), and says so even with ``progress=False`` (which drops the bar and the per-epoch lines). Returns the
     history: one dict per epoch with ``epoch, train_loss, train_acc, val_loss, val_acc, test_loss, test_acc,
     images_per_s, seconds, lr, images`` (losses are plain cross-entropy, accuracies fractions, None where not
-    measured; ``seconds`` is the whole epoch, ``images_per_s`` training only). Raises TrainingDiverged on a NaN/inf
-    loss, ValueError on settings that cannot train (or resume).
+    measured; ``seconds`` is the whole epoch, ``images_per_s`` training only); ``model`` is left in evaluation mode.
+    Raises TrainingDiverged on a NaN/inf loss, ValueError on settings that cannot train (or resume).
     """
     from .runtime import pick_device
 
@@ -287,6 +287,7 @@ def fit(
         raise
     finally:
         bar.close()
+        model.eval()  # trained or not, interrupted or not: ready to classify, whatever path fit took
     return history
 
 

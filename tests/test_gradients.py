@@ -147,6 +147,17 @@ def test_grad_norms_neither_count_nor_lose_gradients_already_accumulated():
     assert all(p.grad is accumulated[p] and torch.all(p.grad == 7.0) for p in net.parameters())
 
 
+def test_grad_norms_leave_batchnorm_statistics_and_modes_as_they_were():
+    torch.manual_seed(0)
+    net = deep_cnn(4, norm="batch").train()
+    net.hidden[1].eval()  # one module in another mode than the rest: kept too
+    before = {key: value.clone() for key, value in net.state_dict().items()}
+    grad_norms(net, torch.randn(8, 3, 16, 16), torch.randint(0, 10, (8,)))
+    after = net.state_dict()
+    assert all(torch.equal(before[key], after[key]) for key in before)  # running statistics and counts untouched
+    assert net.training and not net.hidden[1].training and net.hidden[2].training
+
+
 def test_tiny_gradients_are_not_lost_to_float32_underflow_in_the_norm():
     layer = torch.nn.Linear(4, 4)
     layer.weight.grad = torch.full((4, 4), 1e-25)  # each square underflows in float32

@@ -57,6 +57,13 @@ def test_step_cost_measures_time_and_saved_activations():
     assert large.saved_mib == pytest.approx(2 * small.saved_mib, rel=0.05)
 
 
+def test_step_cost_keeps_the_models_mode_and_batchnorm_statistics():
+    model = cifar_resnet(8).eval()
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    step_cost(model, 2, repeats=1)  # trains for its passes: batch statistics update the running ones
+    assert not model.training and all(torch.equal(before[key], model.state_dict()[key]) for key in before)
+
+
 def test_synchronize_waits_for_cuda_and_mps_and_step_cost_waits_after_every_step(monkeypatch):
     calls = []
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append(("cuda", device)))

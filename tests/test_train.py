@@ -99,8 +99,12 @@ def test_fit_lowers_the_loss_and_writes_checkpoint_and_metrics(tmp_path):
         fit(tiny_model(), data, **TINY, out_dir=tmp_path)
     with pytest.raises(ValueError, match="settings differ.*batch_size"):
         fit(tiny_model(), data, **dict(TINY, batch_size=25), out_dir=tmp_path, model_name="resnet8", resume=True)
-    assert fit(tiny_model(), data, **dict(TINY, epochs=4), out_dir=tmp_path, model_name="resnet8",
+    finished = tiny_model()
+    assert fit(finished, data, **dict(TINY, epochs=4), out_dir=tmp_path, model_name="resnet8",
                resume=True) == history  # already complete: nothing to do
+    trained = tiny_model().train()
+    fit(trained, data, **dict(TINY, epochs=1))
+    assert not finished.training and not trained.training  # either way, ready to classify
 
 
 def test_a_run_resumes_only_on_the_validation_split_it_started_with(smoke, tmp_path):
@@ -191,6 +195,15 @@ def test_evaluate_uses_the_running_statistics_and_restores_training_mode(smoke):
     result = evaluate(model.train(), loader)  # fit evaluates right after a training epoch
     assert model.training and (result.loss, result.accuracy) == (expected.loss, expected.accuracy)
     assert all(torch.equal(value, buffers[key]) for key, value in model.named_buffers())  # BatchNorm untouched
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    handle = model.fc.register_forward_hook(interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(model.train(), loader)
+    handle.remove()
+    assert model.training  # an interrupted evaluation too leaves the mode it was given
 
 
 def test_evaluate_with_flip_averages_the_logits_of_each_image_and_its_mirror(smoke):
@@ -284,6 +297,18 @@ def test_an_interrupted_write_leaves_the_previous_checkpoint_whole(tmp_path):
         atomic_write(path, interrupted)
     assert load_checkpoint(path) == {"epoch": 1}
     assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
+
+
+def test_a_write_reaches_the_disk_before_the_rename_and_the_rename_after_it(tmp_path, monkeypatch):
+    import resnet_lab.checkpoint as checkpoint
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(checkpoint.os, "fsync", lambda fd: events.append("fsync") or real_fsync(fd))
+    monkeypatch.setattr(checkpoint.os, "replace", lambda *paths: events.append("replace") or real_replace(*paths))
+    atomic_save({"epoch": 1}, tmp_path / "checkpoint.pt")
+    assert events == ["fsync", "replace", "fsync"]  # the file's bytes, the rename, then the folder's entry
+    assert load_checkpoint(tmp_path / "checkpoint.pt") == {"epoch": 1}
 
 
 def test_nan_loss_stops_with_advice_and_keeps_the_last_good_checkpoint(smoke, tmp_path):
