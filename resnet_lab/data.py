@@ -136,8 +136,11 @@ def _read_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     except Exception as error:  # bad pickle, missing key, wrong size: name the file either way
         raise ValueError(f"{path} is not a readable CIFAR-10 batch ({type(error).__name__}: {error}); "
                          "re-download it (download=True) or restore the original file") from error
-    if len(images) != len(labels) or (len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < 10):
-        raise ValueError(f"{path}: {len(images)} images but {len(labels)} labels (labels must be 0..9); "
+    if len(images) != len(labels):
+        raise ValueError(f"{path}: {len(images)} images but {len(labels)} labels; "
+                         "re-download it (download=True) or restore the original file")
+    if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < 10:
+        raise ValueError(f"{path}: labels from {int(labels.min())} to {int(labels.max())}, but CIFAR-10's are 0..9; "
                          "re-download it (download=True) or restore the original file")
     return images, labels
 

@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 from tqdm.auto import tqdm
 
-from .blocks import PlainBlock, branch_layers
+from .blocks import branch_layers
 from .models import blocks_of, check_block_indices
 
 __all__ = ["path_length_counts", "single_path", "path_gradient", "gradient_by_path_length"]
@@ -42,7 +42,7 @@ def path_length_counts(n_blocks: int) -> torch.Tensor:
 
 def _branch_ends(block: nn.Module) -> tuple[nn.Module, nn.Module]:
     """The first and the last layer of ``block``'s residual branch; ValueError for a plain block."""
-    if isinstance(block, PlainBlock):
+    if not getattr(block, "has_skip", True):  # PlainBlock, PlainBottleneck
         raise ValueError("a plain network has no skips, so every path goes through every block and there is only "
                          "one path length; use a residual net (e.g. build_model('resnet20'))")
     layers = branch_layers(block)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -40,11 +41,11 @@ def variant_color(residual: bool) -> str:
 
 
 def model_depth(name: str) -> int:
-    """The depth in a model name: ``"plain56"`` -> 56, ``"resnet20"`` -> 20."""
-    digits = "".join(filter(str.isdigit, name))
-    if not digits:
+    """The depth in a model name, its first number: ``"plain56"`` -> 56, ``"resnet20_seed1"`` -> 20."""
+    match = re.search(r"\d+", name)
+    if match is None:
         raise ValueError(f"no depth in the model name {name!r}; expected e.g. 'resnet20' or 'plain56'")
-    return int(digits)
+    return int(match.group())
 
 
 def describe(depth: int, activation: str, init: str | float, norm: str | None = None, width: int | None = None) -> str:
@@ -347,6 +348,9 @@ def landscape_levels(losses: Sequence[ArrayLike], count: int = 25, max_ratio: fl
     """
     values = np.concatenate([np.asarray(loss, dtype=float).ravel() for loss in losses])
     values = values[np.isfinite(values) & (values > 0)]
+    if not len(values):
+        raise ValueError("no finite, positive loss in the surfaces: the model diverged (or the losses are empty); "
+                         "check the trained weights, e.g. with evaluate(), before drawing their landscape")
     low, high = values.min(), values.max()
     return np.geomspace(low, min(max(high, 1.01 * low), max_ratio * low), count)
 
@@ -361,7 +365,8 @@ def plot_landscape(
     weights sit at the centre (marked). Non-finite losses are drawn above the top level. Returns the contour set.
     """
     alphas, betas = np.asarray(alphas)[::every], np.asarray(betas)[::every]
-    loss = np.nan_to_num(np.asarray(loss, dtype=float)[::every, ::every], nan=np.inf, posinf=levels[-1] * 10)
+    above = levels[-1] * 10  # nan and inf: drawn in the top colour (contourf would leave them blank)
+    loss = np.nan_to_num(np.asarray(loss, dtype=float)[::every, ::every], nan=above, posinf=above)
     contours = ax.contourf(alphas, betas, np.clip(loss, levels[0], None), levels=levels, norm=LogNorm(),
                            cmap="viridis", extend="max")
     ax.contour(alphas, betas, np.clip(loss, levels[0], None), levels=levels[::3], colors="white", linewidths=0.4,

@@ -352,7 +352,10 @@ def lesion_explorer(results: dict[str, dict[int, list[float]]]) -> ipywidgets.VB
     """An ipywidgets panel: a slider for the number of blocks removed, over precomputed random lesions."""
     import ipywidgets as widgets
 
-    counts = sorted(set.intersection(*(set(by_count) for by_count in results.values())))
+    counts = sorted(set.intersection(*(set(by_count) for by_count in results.values()))) if results else []
+    if not counts:
+        raise ValueError("lesion_explorer needs random_lesions results of at least one model, with at least one "
+                         f"number of removed blocks common to all; got models {sorted(results)}")
     controls = {"removed": widgets.SelectionSlider(options=counts, value=counts[min(len(counts) - 1, 1)],
                                                    description="removed", continuous_update=False)}
     return _panel(controls, [["removed"]], lambda fig, **values: draw_lesions(results, fig=fig, **values))

@@ -14,7 +14,7 @@ from resnet_lab.blocks import BasicBlock, PlainBlock, PlainBottleneck
 from resnet_lab.gradients import BlockGradientRecorder, WeightSnapshots
 from resnet_lab.landscape import filter_normalize, loss_along_line, loss_and_accuracy, loss_surface, random_direction
 from resnet_lab.lesion import lesion_accuracy, lesion_sets, lesioned, random_lesions, single_lesions, skip_path
-from resnet_lab.models import build_model, cifar_resnet
+from resnet_lab.models import ResNet, build_model, cifar_resnet
 from resnet_lab.paths import gradient_by_path_length, path_gradient, path_length_counts, single_path
 from resnet_lab.shattering import (
     gradient_autocorrelation,
@@ -338,10 +338,11 @@ def test_single_path_keeps_the_forward_values_and_removes_its_hooks(name):
 
 
 def test_paths_refuse_a_plain_net():
-    model = net("plain8")
     images, labels = batch()
-    with pytest.raises(ValueError, match="plain network has no skips"):
-        gradient_by_path_length(model, images, labels, progress=False)
+    plain_bottlenecks = ResNet(PlainBottleneck, (1, 1, 1), (16, 32, 64), stem="cifar", num_classes=10)
+    for model in (net("plain8"), plain_bottlenecks):  # both kinds of plain block
+        with pytest.raises(ValueError, match="plain network has no skips"):
+            gradient_by_path_length(model, images, labels, progress=False)
 
 
 # ---------------------------------------------------------------------------------------- gradient recorder

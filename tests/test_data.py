@@ -219,6 +219,9 @@ def test_corrupt_data_names_the_file(tmp_path):
     (folder / "data_batch_3").write_bytes(pickle.dumps({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}))
     with pytest.raises(ValueError, match="data_batch_3"):
         load_cifar10(tmp_path / "bad")
+    (folder / "data_batch_3").write_bytes(pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 10]}))
+    with pytest.raises(ValueError, match="data_batch_3: labels from 0 to 10, but CIFAR-10's are 0..9"):
+        load_cifar10(tmp_path / "bad")
     (folder / "data_batch_3").write_bytes(pickle.dumps(print))  # pickles that run code are refused
     with pytest.raises(ValueError, match="data_batch_3.*print"):
         load_cifar10(tmp_path / "bad")

@@ -20,6 +20,7 @@ from resnet_lab.plots import (
     finish_layer_norms,
     landscape_levels,
     model_depth,
+    plot_landscape,
     plot_layer_norms,
 )
 from resnet_lab.widgets import (
@@ -160,6 +161,23 @@ def test_landscape_levels_span_every_surface_on_a_log_scale_up_to_a_cap():
     assert np.allclose(np.diff(np.log(levels)), np.log(levels[1] / levels[0]))  # log-spaced
     capped = landscape_levels(losses)  # by default at most 30x the lowest loss: the basins get the colours
     assert capped[0] == pytest.approx(0.1) and capped[-1] == pytest.approx(3.0)
+    with pytest.raises(ValueError, match="no finite, positive loss.*diverged"):
+        landscape_levels([torch.full((3, 3), math.nan)])
+
+
+def test_a_diverged_corner_of_a_landscape_is_drawn_in_the_top_colour_not_left_blank():
+    surface = bowl(1.0)
+    loss = surface.loss.clone()
+    loss[0, 0], loss[0, 1] = math.nan, math.inf
+    levels = landscape_levels([surface.loss])
+    fig, ax = plt.subplots()
+    drawn = []
+    real_contourf = ax.contourf
+    ax.contourf = lambda x, y, z, **kwargs: drawn.append(z) or real_contourf(x, y, z, **kwargs)
+    plot_landscape(ax, surface.alphas, surface.betas, loss, levels=levels)
+    plt.close(fig)
+    (z,) = drawn
+    assert np.isfinite(z).all() and z[0, 0] > levels[-1] and z[0, 1] > levels[-1]  # matplotlib masks nan and inf
 
 
 def test_draw_landscapes_pairs_plain_and_residual_of_one_depth_and_coarsens_the_grid():
@@ -216,6 +234,8 @@ def test_landscape_and_lesion_panels_redraw_when_a_control_changes():
     first = output.outputs
     controls["grid points"].value = 3
     assert output.outputs != first and controls["depth"].value == 14
+    with pytest.raises(ValueError, match="at least one model"):
+        lesion_explorer({})
     panel = lesion_explorer(LESIONS)
     (slider,) = panel.children[0].children
     first = panel.children[1].outputs
@@ -227,6 +247,7 @@ def test_landscape_and_lesion_panels_redraw_when_a_control_changes():
 
 def test_model_depth_reads_the_depth_from_a_model_name():
     assert [model_depth(n) for n in ("plain56", "resnet20", "preact_resnet110")] == [56, 20, 110]
+    assert model_depth("resnet20_seed1") == 20  # a run's suffix is not part of the depth
     with pytest.raises(ValueError, match="no depth in the model name 'resnet'"):
         model_depth("resnet")
 
