@@ -49,8 +49,8 @@ __all__ = ["train_on_tensors", "fit", "prepare_model", "evaluate", "Evaluation",
 
 # Settings that must match to resume a run: anything else would not continue the same run.
 _RESUME_KEYS = ("model", "architecture", "recipe", "epochs", "batch_size", "lr", "momentum", "nesterov",
-                "weight_decay", "label_smoothing", "crop_padding", "warmup", "seed", "data", "train_size",
-                "split_seed")
+                "weight_decay", "label_smoothing", "crop_padding", "warmup", "seed", "data", "train_size", "val_size",
+                "split_seed", "train_data")
 
 
 def train_on_tensors(
@@ -112,6 +112,13 @@ def _architecture(model: nn.Module) -> str:
     layers = [type(module).__name__ for module in model.modules()]
     shapes = [f"{key} {tuple(value.shape)}" for key, value in model.state_dict().items()]
     return hashlib.sha256("\n".join(layers + shapes).encode()).hexdigest()[:12]
+
+
+def _training_set(data: CifarData) -> str:
+    """A short fingerprint of the training images and labels, in order: another folder, subset or split differs."""
+    digest = hashlib.blake2b(data.train_labels.cpu().numpy().tobytes(), digest_size=6)
+    digest.update(data.train_images.cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def prepare_model(model: nn.Module, device: torch.device, *, amp: bool | None, channels_last: bool | None,
@@ -177,7 +184,7 @@ def fit(
         warmup = recipe == "paper" and len(getattr(model, "blocks", ())) >= 54
     config.update(model=name, architecture=_architecture(model), warmup=warmup, seed=seed, data=data.source,
                   train_size=len(data.train_labels), val_size=0 if data.val_labels is None else len(data.val_labels),
-                  split_seed=data.split_seed)
+                  split_seed=data.split_seed, train_data=_training_set(data))
     runnable, amp_dtype, channels_last = prepare_model(model, device, amp=amp, channels_last=channels_last,
                                                        compile=compile)
     with torch.no_grad():  # a wrong head fails here with a clear message, not deep in cross_entropy
@@ -217,11 +224,15 @@ def fit(
         saved = dict(state["config"])
         saved.setdefault("split_seed", saved.get("seed"))  # runs saved before it was recorded drew it with the seed
         saved.setdefault("crop_padding", 4)  # and every recipe padded by 4 before it was a setting
-        saved.setdefault("architecture", config["architecture"])  # not checked in runs saved before it was recorded
+        for key in ("architecture", "val_size", "train_data"):  # not checked in runs saved before they were recorded
+            saved.setdefault(key, config[key])
         changed = {key: (saved.get(key), config[key]) for key in _RESUME_KEYS if saved.get(key) != config[key]}
         if changed:
             advice = ("the run trained another network: build the same one (layers and sizes)"
-                      if "architecture" in changed else "use the saved settings")
+                      if "architecture" in changed else
+                      "the run trained on other images: load the same data (folder, subset, validation split and "
+                      "split seed; --data, --subset, --val-split, --split-seed)" if "train_data" in changed else
+                      "use the saved settings")
             raise ValueError(f"cannot resume {path}: settings differ (saved, now): {changed}; {advice}, or another "
                              "out_dir for a new run")
         model.load_state_dict(state["model"])

@@ -123,6 +123,22 @@ def test_a_run_resumes_only_on_the_validation_split_it_started_with(smoke, tmp_p
         fit(tiny_model(), other_split, **settings, resume=True)
 
 
+def test_a_run_resumes_only_on_the_images_it_trained_on(smoke, tmp_path):
+    settings = dict(TINY, epochs=1, out_dir=tmp_path, model_name="resnet8")
+    history = fit(tiny_model(), smoke, **settings)
+    images = smoke.train_images.clone()
+    images[0] = 255 - images[0]  # another copy of the data: the same size, split and labels, one image differs
+    with pytest.raises(ValueError, match="settings differ.*train_data.*other images: load the same data"):
+        fit(tiny_model(), dataclasses.replace(smoke, train_images=images), **settings, resume=True)
+    held_out = dataclasses.replace(smoke, val_images=smoke.test_images, val_labels=smoke.test_labels)
+    with pytest.raises(ValueError, match="settings differ.*val_size"):
+        fit(tiny_model(), held_out, **settings, resume=True)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)  # a run saved before either was recorded
+    del state["config"]["train_data"], state["config"]["val_size"]
+    torch.save(state, tmp_path / "checkpoint.pt")
+    assert fit(tiny_model(), smoke, **settings, resume=True) == history
+
+
 def test_a_run_resumes_only_with_the_network_it_trained(smoke, tmp_path):
     settings = dict(TINY, epochs=2)  # no model_name: fit records every net of resnet_lab.models as "resnet"
 
