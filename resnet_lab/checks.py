@@ -33,9 +33,14 @@ class _Fail(Exception):
 
 
 def _run_check(name: str, check: Callable[[], str], strict: bool) -> bool:
-    """Run ``check`` (returns a pass message or raises ``_Fail``) and report by the convention above."""
+    """Run ``check`` (returns a pass message or raises ``_Fail``) and report by the convention above.
+
+    The check runs on a copy of torch's global random state: the seeds it sets, and the random numbers it and the
+    learner's code draw, leave the notebook's own random numbers as they were.
+    """
     try:
-        message = check()
+        with torch.random.fork_rng(devices=[]):
+            message = check()
     except NotImplementedError:
         message, ok = f"{name}: not attempted yet. Replace `raise NotImplementedError` with your code.", None
     except _Fail as failure:

@@ -82,8 +82,9 @@ def draw_gradient_norms(
     residual_flags = {"plain": [False], "residual": [True], "both": [False, True]}[variant]
     results = {}
     for residual in residual_flags:
-        torch.manual_seed(seed)
-        net = deep_mlp(depth, width=width, activation=activation, init=init_arg, residual=residual, norm=norm)
+        with torch.random.fork_rng(devices=[]):  # the same weights every redraw, the notebook's random numbers kept
+            torch.manual_seed(seed)
+            net = deep_mlp(depth, width=width, activation=activation, init=init_arg, residual=residual, norm=norm)
         results["residual" if residual else "plain"] = grad_norms(net, x, y)
     fig = fig if fig is not None else plt.figure(figsize=(7.5, 4.2), layout="constrained")
     fig.clear()
@@ -191,11 +192,13 @@ def draw_block_gradients(
     y = torch.randint(10, (batch_size,), generator=generator)
     norms, stack_parameters = {}, {}
     for name in dict.fromkeys([plain, block]):
-        torch.manual_seed(seed)
-        net = BlockStack(name, n_blocks, width, shortcut, zero_init_residual=zero_init and name != plain)
+        with torch.random.fork_rng(devices=[]):  # the same weights every redraw, the notebook's random numbers kept
+            torch.manual_seed(seed)
+            net = BlockStack(name, n_blocks, width, shortcut, zero_init_residual=zero_init and name != plain)
         norms[name] = grad_norms(net, x, y, layers=[torch.nn.ModuleList(branch_layers(b)) for b in net.hidden])
         stack_parameters[name] = count_parameters(net)
-    down = BLOCKS[block](width, 2 * width, 2, shortcut, zero_init and has_skip)
+    with torch.random.fork_rng(devices=[]):  # only its shapes and parameter counts are shown
+        down = BLOCKS[block](width, 2 * width, 2, shortcut, zero_init and has_skip)
     down_in = torch.zeros(1, down.conv1.in_channels, 32, 32)
     parameters = count_parameters(down)
     fig = fig if fig is not None else plt.figure(figsize=(9, 4.2), layout="constrained")

@@ -994,3 +994,16 @@ def test_filter_normalize_linalg_norm_over_three_dims_gets_the_vector_norm_hint(
     assert checks.check_filter_normalize(filter_normalize_by_linalg_norm) is False
     out = capsys.readouterr().out
     assert "torch.linalg.norm with dim computes" in out and "vector_norm(d, dim=(1, 2, 3)" in out
+
+
+@pytest.mark.parametrize("run", [
+    lambda: checks.check_basic_block(solutions.BasicBlockA),
+    lambda: checks.check_cifar_param_count(solutions.cifar_param_count),
+    lambda: checks.check_basic_block(lambda *args: torch.nn.Linear(*args[:2])),  # a failing attempt
+], ids=["basic_block", "cifar_param_count", "failing"])
+def test_a_check_leaves_the_notebooks_random_numbers_as_they_were(run, capsys):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    run()  # seeds, builds models and draws weights of its own
+    assert torch.equal(torch.rand(3), expected)

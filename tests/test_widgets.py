@@ -380,3 +380,17 @@ def test_narrow_layer_norm_axes_far_from_one_keep_scientific_labels():
     labels = [tick.get_text() for tick in ax.get_yticklabels() + ax.get_yticklabels(minor=True) if tick.get_text()]
     assert labels and not any("e+" in label for label in labels), labels  # 2×10^33, not 2e+33
     plt.close(fig)
+
+
+@pytest.mark.parametrize("draw", [
+    lambda fig: draw_gradient_norms(depth=4, fig=fig),
+    lambda fig: draw_block_gradients(block="basic", n_blocks=2, fig=fig),
+], ids=["gradient_norms", "block_gradients"])
+def test_a_redraw_leaves_the_notebooks_random_numbers_as_they_were(draw):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    fig = plt.figure()
+    draw(fig)  # builds its networks from its own seed
+    plt.close(fig)
+    assert torch.equal(torch.rand(3), expected)
