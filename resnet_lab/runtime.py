@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["SMOKE_ENV", "smoke_mode", "pick_device", "cpu_has_amx", "autocast_dtype", "seed_everything", "in_colab",
-           "Session", "setup_notebook"]
+__all__ = ["SMOKE_ENV", "smoke_mode", "pick_device", "device_problem", "cpu_has_amx", "autocast_dtype",
+           "seed_everything", "in_colab", "Session", "setup_notebook"]
 
 SMOKE_ENV = "RESNET_LAB_SMOKE"
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"", "0", "false", "no", "off"}
@@ -32,14 +32,42 @@ def smoke_mode() -> bool:
 
 
 def pick_device(preferred: str | None = None) -> torch.device:
-    """The best available device: CUDA, then Apple's MPS, then the CPU (or ``preferred`` if given)."""
+    """The best available device: CUDA, then Apple's MPS, then the CPU (or ``preferred`` if given).
+
+    A ``preferred`` device that cannot train here raises ValueError saying why (:func:`device_problem`).
+    """
     if preferred is not None:
+        if problem := device_problem(preferred, option="device"):
+            raise ValueError(problem)
         return torch.device(preferred)
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def device_problem(name: str, option: str = "--device") -> str | None:
+    """Why the device ``name`` cannot train on this machine, or None if it can; ``option`` names the setting."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        return f"{option} {name!r} is not a device; use cpu, cuda, cuda:N or mps (or leave {option} out)"
+    if device.type not in ("cpu", "cuda", "mps"):
+        return f"{option} {name!r}: training runs on cpu, cuda, cuda:N or mps"
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+            return (f"{option} {name}: no CUDA GPU is usable here (torch {torch.__version__}, {build}); "
+                    f"use {option} cpu, or leave {option} out to take the best available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            return (f"{option} {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                    f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    mps = getattr(torch.backends, "mps", None)
+    if device.type == "mps" and not (mps is not None and mps.is_available()):
+        return (f"{option} mps: Apple's MPS is not available here (it needs an Apple-silicon Mac and a torch build "
+                f"with MPS); use {option} cpu, or leave {option} out to take the best available")
+    return None
 
 
 def cpu_has_amx() -> bool:

@@ -38,12 +38,13 @@ from .checkpoint import (
     set_rng_state,
     write_metrics,
 )
-from .data import CifarData
+from .data import CifarData, load_cifar10
 from .engine import Evaluation, TrainingDiverged, average_buffers, evaluate, train_epoch
 from .engine import world as world_info
 from .loader import TensorLoader
+from .models import build_model, count_parameters
 from .recipes import RECIPES, make_optimizer, make_scheduler
-from .runtime import autocast_dtype, cpu_has_amx
+from .runtime import autocast_dtype, cpu_has_amx, device_problem, pick_device, seed_everything
 
 __all__ = ["train_on_tensors", "fit", "prepare_model", "evaluate", "Evaluation", "TrainingDiverged", "main"]
 
@@ -165,8 +166,6 @@ def fit(
     measured; ``seconds`` is the whole epoch, ``images_per_s`` training only); ``model`` is left in evaluation mode.
     Raises TrainingDiverged on a NaN/inf loss, ValueError on settings that cannot train (or resume).
     """
-    from .runtime import pick_device
-
     rank, world = world_info()
     device = pick_device(None if device is None else str(device))
     if world > 1 and device.type == "cuda" and device.index is None:
@@ -255,6 +254,8 @@ def fit(
     # one bar for the whole run (a notebook keeps it), one printed line per epoch
     bar = tqdm(total=(config["epochs"] - len(history)) * len(train_loader), unit="step", desc=name,
                disable=not (progress and rank == 0))
+    saved_epoch = len(history)  # what the checkpoint on disk holds
+    epoch = saved_epoch + 1
     try:
         for epoch in range(len(history) + 1, config["epochs"] + 1):
             start = time.perf_counter()
@@ -285,6 +286,7 @@ def fit(
                 atomic_save({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                              "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state(),
                              "config": config, "history": history}, path)
+                saved_epoch = epoch
                 write_metrics(path.parent / METRICS_NAME, model=name, recipe=recipe, seed=seed, device=device.type,
                               data=data.source, history=history)
             if progress and rank == 0:
@@ -293,8 +295,8 @@ def fit(
                 on_epoch_end(record)
     except KeyboardInterrupt:
         if rank == 0:
-            where = f"{path} holds epoch {len(history)}; rerun with resume=True (--resume)" if path else "no out_dir"
-            print(f"\ninterrupted during epoch {len(history) + 1}: {where}", file=sys.stderr)
+            where = f"{path} holds epoch {saved_epoch}; rerun with resume=True (--resume)" if path else "no out_dir"
+            print(f"\ninterrupted in epoch {epoch} of {config['epochs']}: {where}", file=sys.stderr)
         raise
     finally:
         bar.close()
@@ -405,38 +407,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _device_problem(name: str) -> str | None:
-    """Why ``--device name`` cannot train on this machine, or None if it can."""
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        return f"--device {name!r} is not a device; use cpu, cuda, cuda:N or mps (or leave --device out)"
-    if device.type not in ("cpu", "cuda", "mps"):
-        return f"--device {name!r}: training runs on cpu, cuda, cuda:N or mps"
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
-            return (f"--device {name}: no CUDA GPU is usable here (torch {torch.__version__}, {build}); "
-                    "use --device cpu, or leave --device out to take the best available")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            return (f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
-                    f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
-    mps = getattr(torch.backends, "mps", None)
-    if device.type == "mps" and not (mps is not None and mps.is_available()):
-        return ("--device mps: Apple's MPS is not available here (it needs an Apple-silicon Mac and a torch build "
-                "with MPS); use --device cpu, or leave --device out to take the best available")
-    return None
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the exit code (2 for bad arguments or missing data, 1 on divergence)."""
-    from .data import load_cifar10
-    from .models import build_model, count_parameters
-    from .runtime import pick_device, seed_everything
 
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.device is not None and (problem := _device_problem(args.device)):
+    if args.device is not None and (problem := device_problem(args.device)):
         parser.error(problem)
     if args.threads:
         torch.set_num_threads(args.threads)

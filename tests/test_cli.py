@@ -93,7 +93,7 @@ def test_unreadable_data_is_a_clean_error_without_download_advice(tmp_path, caps
     def unreadable(*args, **kwargs):
         raise PermissionError(f"[Errno 13] Permission denied: '{tmp_path}/cifar-10-batches-py/data_batch_1'")
 
-    monkeypatch.setattr("resnet_lab.data.load_cifar10", unreadable)
+    monkeypatch.setattr("resnet_lab.train.load_cifar10", unreadable)
     err = run_failing(["--data", str(tmp_path), "--out", str(tmp_path / "run"), "--no-progress"], capsys)
     assert "could not read CIFAR-10: [Errno 13] Permission denied" in err and "Offline" not in err
 

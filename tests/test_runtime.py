@@ -63,6 +63,17 @@ def test_device_preference_order(monkeypatch, cuda, mps, expected):
     assert runtime.pick_device("cpu").type == "cpu"  # an explicit choice wins over what is available
 
 
+def test_a_device_that_cannot_train_here_is_a_clear_error_in_the_api_too(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    for name, message in [("cuda", "device cuda: no CUDA GPU is usable here"), ("mps", "MPS is not available here"),
+                          ("gpu", "device 'gpu' is not a device; use cpu, cuda, cuda:N or mps")]:
+        with pytest.raises(ValueError, match=message):
+            runtime.pick_device(name)
+        with pytest.raises(ValueError, match=message):  # a notebook's DEVICE = "cuda" on a machine without one
+            runtime.setup_notebook(seed=0, smoke=True, device=name)
+
+
 def setup_cell(path: Path) -> str:
     cells = nbformat.read(path, as_version=4).cells
     return next(c.source for c in cells if c.cell_type == "code" and '"google.colab" in sys.modules' in c.source)

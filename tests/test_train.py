@@ -500,6 +500,29 @@ def test_interrupted_run_resumes_bit_identically(smoke, tmp_path, amp):
         torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["optimizer"]["state"][0]["momentum_buffer"])
 
 
+def test_an_interruption_says_which_epoch_the_checkpoint_holds(smoke, tmp_path, capsys, monkeypatch):
+    def stop(record):
+        raise KeyboardInterrupt  # Ctrl-C after epoch 1 was saved, e.g. while a notebook redraws its curves
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_model(), smoke, **TINY, out_dir=tmp_path / "a", on_epoch_end=stop)
+    assert f"interrupted in epoch 1 of 3: {tmp_path / 'a' / 'checkpoint.pt'} holds epoch 1;" in capsys.readouterr().err
+
+    import resnet_lab.train as train_module
+
+    real_save = train_module.atomic_save
+
+    def interrupted_save(state, path):
+        if state["epoch"] == 2:
+            raise KeyboardInterrupt  # Ctrl-C while epoch 2 is being written: the file still holds epoch 1
+        real_save(state, path)
+
+    monkeypatch.setattr(train_module, "atomic_save", interrupted_save)
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_model(), smoke, **TINY, out_dir=tmp_path / "b")
+    assert f"interrupted in epoch 2 of 3: {tmp_path / 'b' / 'checkpoint.pt'} holds epoch 1;" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("has_amx, amp, expected", [(True, None, "bfloat16"), (False, None, None),
                                                      (True, False, None), (False, True, "bfloat16")])
 def test_cpu_trains_in_bfloat16_by_default_only_with_amx(smoke, tmp_path, monkeypatch, has_amx, amp, expected):
@@ -658,6 +681,8 @@ def test_two_process_gloo_ddp_ends_with_identical_weights(tmp_path):
 
 def ddp_diverging_main_worker(rank: int, world: int, port: int, out: str) -> None:
     """``main`` as torchrun starts it, with a NaN loss on rank 1 alone at its second step."""
+    import resnet_lab.train as train_module
+
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     build = models.build_model
@@ -668,7 +693,7 @@ def ddp_diverging_main_worker(rank: int, world: int, port: int, out: str) -> Non
             model.fc.register_forward_hook(FailAt(step=2))
         return model
 
-    models.build_model = build_nan_on_rank_1  # main imports it when it runs
+    train_module.build_model = build_nan_on_rank_1  # the name main calls
     with open(f"{out}/stderr{rank}.txt", "w") as stderr, contextlib.redirect_stderr(stderr):
         code = main(["--smoke", "--subset", "40", "--model", "resnet8", "--epochs", "1", "--batch-size", "8",
                      "--device", "cpu", "--threads", "1", "--no-amp", "--no-progress", "--out", f"{out}/run"])
