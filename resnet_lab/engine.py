@@ -30,6 +30,8 @@ class TrainingDiverged(RuntimeError):
 
 
 class Evaluation(NamedTuple):
+    """What :func:`evaluate` measures over a data set."""
+
     loss: float  # mean cross-entropy (no label smoothing)
     accuracy: float  # fraction correct
     confusion: torch.Tensor  # (classes, classes) int64 counts, rows = true class, columns = prediction

@@ -30,12 +30,16 @@ Direction = dict[str, torch.Tensor]  # parameter name (as in model.named_paramet
 
 
 class LandscapeSlice(NamedTuple):
+    """The loss along one direction through the weights (:func:`loss_along_line`)."""
+
     alphas: torch.Tensor  # (A,) step sizes along the direction
     loss: torch.Tensor  # (A,) mean cross-entropy at theta + alpha * d
     accuracy: torch.Tensor  # (A,) fraction correct
 
 
 class LandscapeSurface(NamedTuple):
+    """The loss over a plane through the weights (:func:`loss_surface`)."""
+
     alphas: torch.Tensor  # (A,) coordinates along x_direction
     betas: torch.Tensor  # (B,) coordinates along y_direction
     loss: torch.Tensor  # (B, A): row j, column i is the loss at theta + alphas[i] * d + betas[j] * e
