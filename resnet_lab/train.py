@@ -407,6 +407,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _load_data(args: argparse.Namespace) -> tuple[CifarData | None, str | None]:
+    """The command line's data, or None and what to tell the user."""
+    try:
+        return load_cifar10(args.data, download=args.download, val_split=args.val_split, subset=args.subset,
+                            seed=args.split_seed, smoke=args.smoke), None
+    except (ValueError, FileNotFoundError) as error:
+        return None, str(error)
+    except OSError as error:  # unreadable data, or the download: no network (URLError) or an unwritable folder
+        if not args.download:
+            return None, f"could not read CIFAR-10: {error}"
+        return None, (f"could not download CIFAR-10 ({error}). Offline? Copy an existing cifar-10-batches-py folder "
+                      "or image folder to DIR and pass --data DIR (or set RESNET_LAB_DATA), or use --smoke for a "
+                      "synthetic stand-in")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the exit code (2 for bad arguments or missing data, 1 on divergence)."""
 
@@ -429,20 +444,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed_everything(args.seed)  # same initial weights on every rank (DDP broadcasts rank 0's anyway)
         try:
             model = build_model(args.model)
-            if rank > 0:
-                dist.barrier()  # rank 0 downloads (and caches an image folder) first; the others then read its files
-            data = load_cifar10(args.data, download=args.download, val_split=args.val_split, subset=args.subset,
-                                seed=args.split_seed, smoke=args.smoke)
-            if rank == 0 and world > 1:
-                dist.barrier()
-        except (ValueError, FileNotFoundError) as error:
+        except ValueError as error:
             parser.error(str(error))
-        except OSError as error:  # unreadable data, or the download: no network (URLError) or an unwritable folder
-            if not args.download:
-                parser.error(f"could not read CIFAR-10: {error}")
-            parser.error(f"could not download CIFAR-10 ({error}). Offline? Copy an existing cifar-10-batches-py "
-                         "folder or image folder to DIR and pass --data DIR (or set RESNET_LAB_DATA), or use --smoke "
-                         "for a synthetic stand-in")
+        # rank 0 reads the data first (downloads it, caches an image folder), the others then read its files; its
+        # failure is sent to every rank, so that all stop at once instead of waiting for it
+        data, problem = _load_data(args) if rank == 0 else (None, None)
+        if world > 1:
+            shared = [problem]
+            dist.broadcast_object_list(shared, src=0)
+            problem = shared[0]
+            if problem is None and rank > 0:
+                data, problem = _load_data(args)
+        if problem is not None:
+            if rank > 0 and world > 1:
+                raise SystemExit(2)  # rank 0 reports it
+            parser.error(problem)
         if model.fc.out_features != len(data.classes):  # the ImageNet nets: a new head, one output per class
             model.fc = nn.Linear(model.fc.in_features, len(data.classes))
         if rank == 0:

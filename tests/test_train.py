@@ -700,6 +700,25 @@ def ddp_diverging_main_worker(rank: int, world: int, port: int, out: str) -> Non
     Path(f"{out}/code{rank}").write_text(str(code))
 
 
+def ddp_missing_data_worker(rank: int, world: int, port: int, out: str) -> None:
+    """``main`` as torchrun starts it, pointed at a data folder that does not exist."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    with open(f"{out}/stderr{rank}.txt", "w") as stderr, contextlib.redirect_stderr(stderr):
+        try:
+            code = main(["--data", f"{out}/nowhere", "--device", "cpu", "--threads", "1", "--out", f"{out}/run"])
+        except SystemExit as exit:
+            code = exit.code
+    Path(f"{out}/code{rank}").write_text(str(code))
+
+
+def test_missing_data_under_ddp_stops_every_rank_with_one_message(tmp_path):
+    mp.spawn(ddp_missing_data_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    assert [(tmp_path / f"code{rank}").read_text() for rank in range(2)] == ["2", "2"]  # bad input, on every rank
+    errors = [(tmp_path / f"stderr{rank}.txt").read_text() for rank in range(2)]
+    assert "nowhere" in errors[0] and "--download" in errors[0] and errors[1] == ""
+
+
 def test_a_divergence_on_one_ddp_rank_stops_every_rank_and_is_reported_once(tmp_path):
     mp.spawn(ddp_diverging_main_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     assert [(tmp_path / f"code{rank}").read_text() for rank in range(2)] == ["1", "1"]
