@@ -448,3 +448,17 @@ def test_filter_normalize_mistakes_get_their_hint(wrong, hint, capsys):
     assert hint in capsys.readouterr().out
     with pytest.raises(AssertionError, match=hint):
         checks.check_filter_normalize(wrong, strict=True)
+
+
+def test_lesion_accuracy_is_the_accuracy_of_the_lesioned_model():
+    torch.manual_seed(0)
+    model = build_model("plain8").eval()
+    images = torch.randn(64, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        labels = model(images).argmax(1)  # the intact net scores 100 %
+    assert lesion_accuracy(model, images, labels) == 1.0
+    with lesioned(model, [1]):
+        expected = loss_and_accuracy(model, images, labels)[1]
+    assert expected < 1.0
+    assert lesion_accuracy(model, images, labels, [1]) == expected
+    assert single_lesions(model, images, labels, progress=False)[1] == expected

@@ -404,3 +404,49 @@ def test_loader_rejects_bad_input():
         TensorLoader(torch.zeros(4, 3, 32, 32), torch.zeros(4), 2, train=True)
     with pytest.raises(ValueError, match="rank must be"):
         TensorLoader(tagged_images(4), torch.arange(4), 2, train=True, rank=2, world_size=2)
+
+
+def test_official_class_names_come_from_batches_meta(tmp_path):
+    folder, _, _ = write_official(tmp_path)
+    names = [f"class{i}" for i in range(10)]
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [n.encode() for n in names]}))
+    assert load_cifar10(tmp_path).classes == tuple(names)
+
+
+def test_grayscale_and_rgba_images_load_as_rgb(tmp_path, monkeypatch):
+    monkeypatch.setenv("RESNET_LAB_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "imgs" / "train" / "cat").mkdir(parents=True)
+    Image.new("L", (32, 32), 77).save(tmp_path / "imgs" / "train" / "cat" / "gray.png")
+    Image.new("RGBA", (32, 32), (1, 2, 3, 4)).save(tmp_path / "imgs" / "train" / "cat" / "rgba.png")
+    data = load_cifar10(tmp_path / "imgs")
+    assert data.train_images.shape == (2, 3, 32, 32)
+    assert data.train_images[0, :, 0, 0].tolist() == [77, 77, 77]  # grey: the same value in every channel
+    assert data.train_images[1, :, 0, 0].tolist() == [1, 2, 3]  # RGBA: the alpha channel dropped
+
+
+def test_drop_last_drops_the_partial_batch():
+    images = torch.zeros(9, 3, 4, 4, dtype=torch.uint8)
+    loader = TensorLoader(images, torch.arange(9), 4, train=False, drop_last=True)
+    assert len(loader) == 2 and [len(y) for _, y in loader] == [4, 4]
+
+
+def test_an_unreadable_cache_is_rebuilt_with_a_warning(tmp_path, monkeypatch):
+    monkeypatch.setenv("RESNET_LAB_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "imgs" / "train" / "cat").mkdir(parents=True)
+    Image.new("RGB", (32, 32), (9, 8, 7)).save(tmp_path / "imgs" / "train" / "cat" / "a.png")
+    first = load_cifar10(tmp_path / "imgs")
+    (cache,) = (tmp_path / "cache").glob("imagefolder-*.pt")
+    cache.write_bytes(b"truncated")
+    with pytest.warns(UserWarning, match="ignoring unreadable cache"):
+        again = load_cifar10(tmp_path / "imgs")
+    assert torch.equal(again.train_images, first.train_images)
+    assert torch.equal(torch.load(cache, weights_only=True)["train_images"], first.train_images)
+
+
+def test_hidden_folders_are_not_classes(tmp_path, monkeypatch):
+    monkeypatch.setenv("RESNET_LAB_CACHE", str(tmp_path / "cache"))
+    write_imagefolder(tmp_path / "imgs", test=False)
+    (tmp_path / "imgs" / "train" / ".ipynb_checkpoints").mkdir()  # what JupyterLab leaves in a folder it opened
+    save_image(tagged_images(1)[0], tmp_path / "imgs" / "train" / ".ipynb_checkpoints" / "0000.png")
+    data = load_cifar10(tmp_path / "imgs")
+    assert data.classes == ("cat", "dog", "ship") and len(data.train_labels) == 12

@@ -28,6 +28,15 @@ def test_training_lowers_the_loss_and_is_reproducible():
     loss = runs[0]["loss"]
     assert len(loss) == 150 and sum(loss[-20:]) / 20 < 0.6 * sum(loss[:20]) / 20
     assert runs[0] == runs[1]
+    accuracy = runs[0]["accuracy"]
+    assert all(0 <= a <= 1 for a in accuracy) and sum(accuracy[-20:]) / 20 > 0.5 > sum(accuracy[:5]) / 5
+
+
+def test_train_on_tensors_leaves_the_model_in_evaluation_mode():
+    x, y = make_toy_classification(64)
+    net = deep_mlp(2, norm="batch")
+    train_on_tensors(net, x, y, steps=2, seed=0)
+    assert not net.training
 
 
 def test_a_deep_plain_tanh_net_stalls_where_its_residual_twin_learns():

@@ -800,3 +800,68 @@ def test_saving_leaves_the_process_umask_alone(tmp_path, monkeypatch):
     atomic_write(tmp_path / "metrics.json", lambda temporary: temporary.write_text("{}"))
     assert calls == []  # setting it to 0, even for an instant, gives other threads' new files mode 0666
     assert (tmp_path / "metrics.json").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+@pytest.mark.parametrize("change", [dict(seed=1), dict(epochs=4), dict(recipe="paper"), dict(momentum=0.5),
+                                    dict(weight_decay=0.0), dict(label_smoothing=0.0), dict(nesterov=False)])
+def test_resume_refuses_every_changed_setting(smoke, tmp_path, change):
+    settings = dict(TINY, epochs=2, out_dir=tmp_path, model_name="resnet8")
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_model(), smoke, **settings, on_epoch_end=stop_after_epoch)
+    with pytest.raises(ValueError, match=f"settings differ.*'{next(iter(change))}'"):
+        fit(tiny_model(), smoke, **{**settings, **change}, resume=True)
+
+
+def test_the_seed_draws_batch_order_and_augmentation_and_train_acc_is_measured(smoke):
+    model = tiny_model()
+    history = fit(model, smoke, **dict(TINY, epochs=1), lr=0.0, amp=False, seed=1)  # lr 0: the weights stay
+    loader = TensorLoader(smoke.train_images, smoke.train_labels, 50, train=True, padding=2, seed=1)
+    loader.set_epoch(1)
+    loss_sum = correct = 0
+    with torch.no_grad():
+        for x, y in loader:
+            logits = model.train()(x)
+            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(1) == y).sum())
+    assert history[0]["train_loss"] == pytest.approx(loss_sum / 200, rel=1e-5)
+    assert history[0]["train_acc"] == correct / 200
+
+
+@pytest.mark.parametrize("recipe, smoothing", [("fast", 0.1), ("paper", 0.0)])
+def test_each_recipe_trains_with_its_own_label_smoothing(smoke, monkeypatch, recipe, smoothing):
+    seen, real = [], F.cross_entropy
+
+    def spy(*args, **kwargs):
+        if "label_smoothing" in kwargs:
+            seen.append(kwargs["label_smoothing"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine.F, "cross_entropy", spy)
+    fit(tiny_model(), smoke, **dict(TINY, epochs=1), recipe=recipe)
+    assert seen and set(seen) == {smoothing}
+
+
+def test_the_warmup_lasts_while_the_training_error_is_above_80_percent(smoke):
+    model = tiny_model()
+    with torch.no_grad():  # always predicts class 0: 10 % accuracy, 90 % error
+        model.fc.weight.zero_()
+        model.fc.bias.copy_((torch.arange(10) == 0).float())
+    loader = TensorLoader(smoke.train_images, smoke.train_labels, 10, train=True)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    scheduler = make_scheduler(optimizer, RECIPES["paper"], 10 * len(loader), warmup=True)
+    engine.train_epoch(model, loader, optimizer, scheduler, torch.amp.GradScaler("cpu", enabled=False), epoch=1)
+    assert scheduler.lr_lambdas[0].warming_up is True
+
+
+def test_a_head_of_the_wrong_size_is_a_clear_error(smoke, tmp_path):
+    with pytest.raises(ValueError, match=r"5 outputs but the data has 10 classes; build it with num_classes=10"):
+        fit(cifar_resnet(8, num_classes=5), smoke, **TINY, out_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_find_trained_counts_images_not_epochs(tmp_path):
+    for run, epochs, size in (("subset", 3, 100), ("full", 2, 200)):
+        (tmp_path / run).mkdir()
+        torch.save({"epoch": epochs, "config": {"model": "resnet8", "epochs": epochs, "train_size": size}},
+                   tmp_path / run / "checkpoint.pt")
+    assert find_trained(tmp_path, "resnet8") == tmp_path / "full" / "checkpoint.pt"

@@ -11,7 +11,7 @@ import torch
 
 from resnet_lab import widgets
 from resnet_lab.blocks import BLOCKS, SHORTCUTS, BlockStack
-from resnet_lab.gradients import ACTIVATIONS
+from resnet_lab.gradients import ACTIVATIONS, deep_mlp, grad_norms
 from resnet_lab.models import count_parameters
 from resnet_lab.plots import (
     PLAIN_COLOR,
@@ -394,3 +394,16 @@ def test_a_redraw_leaves_the_notebooks_random_numbers_as_they_were(draw):
     draw(fig)  # builds its networks from its own seed
     plt.close(fig)
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_the_gradient_explorer_draws_the_networks_it_names():
+    fig = plt.figure()
+    results = draw_gradient_norms(depth=20, activation="sigmoid", width=16, variant="both", fig=fig)
+    plt.close(fig)
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 32, generator=generator), torch.randint(10, (64,), generator=generator)
+    for residual in (False, True):
+        torch.manual_seed(0)
+        net = deep_mlp(20, width=16, activation="sigmoid", init="default", residual=residual)
+        assert results["residual" if residual else "plain"] == pytest.approx(grad_norms(net, x, y))
+    assert results["plain"][0] < 1e-3 * results["residual"][0]  # the sigmoid's vanishing, and the skip's cure
