@@ -2,8 +2,8 @@
 
 Every file is written to a temporary file in its own folder, flushed to the disk (``fsync``) and moved into place
 with ``os.replace``, which is atomic: an interrupt, a crash, a power cut or a full disk leaves the previous version
-whole. Checkpoints hold only tensors and
-plain Python containers, so ``torch.load(path, weights_only=True)`` reads them without running pickled code.
+whole. Checkpoints hold only tensors and plain Python containers, so ``torch.load(path, weights_only=True)`` reads
+them without running pickled code.
 """
 
 from __future__ import annotations

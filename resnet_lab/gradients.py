@@ -196,9 +196,11 @@ def _weight_grad_norm(layer: nn.Module) -> float:
 
 @contextlib.contextmanager
 def preserved_state(model: nn.Module) -> Iterator[nn.Module]:
-    """``with preserved_state(model):`` a probe may run ``model`` in any mode; on exit its training mode, every
-    module's mode and its buffers (BatchNorm's running statistics, which a forward pass in training mode updates)
-    are what they were."""
+    """``with preserved_state(model):`` run ``model`` as a probe needs; on exit its modes and buffers are restored.
+
+    Every module's training mode, and every buffer: BatchNorm's running statistics, which each forward pass in
+    training mode updates.
+    """
     modes = [(module, module.training) for module in model.modules()]
     buffers = [(buffer, buffer.clone()) for buffer in model.buffers()]
     try:
