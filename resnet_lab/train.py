@@ -424,7 +424,6 @@ def _load_data(args: argparse.Namespace) -> tuple[CifarData | None, str | None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the exit code (2 for bad arguments or missing data, 1 on divergence)."""
-
     parser = _parser()
     args = parser.parse_args(argv)
     if args.device is not None and (problem := device_problem(args.device)):
