@@ -22,7 +22,7 @@ from torch.overrides import TorchFunctionMode
 
 from resnet_lab import engine, models
 from resnet_lab.checkpoint import METRICS_FIELDS, atomic_save, atomic_write, find_trained, load_checkpoint
-from resnet_lab.data import make_smoke_cifar
+from resnet_lab.data import load_cifar10, make_smoke_cifar
 from resnet_lab.loader import TensorLoader
 from resnet_lab.models import build_model, cifar_resnet
 from resnet_lab.plots import LiveCurves
@@ -533,6 +533,22 @@ def test_cpu_trains_in_bfloat16_by_default_only_with_amx(smoke, tmp_path, monkey
     assert 0 < history[0]["train_loss"] < 10 and history[0]["test_acc"] is not None
 
 
+def test_fit_evaluates_in_the_precision_it_trains_in(smoke, monkeypatch):
+    import resnet_lab.train as train_module
+
+    seen, real = [], train_module.evaluate
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["amp_dtype"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "evaluate", spy)
+    for amp, expected in ((True, torch.bfloat16), (False, None)):
+        seen.clear()
+        fit(tiny_model(), smoke, **dict(TINY, epochs=1), amp=amp)
+        assert seen and set(seen) == {expected}
+
+
 @pytest.mark.parametrize("channels_last", [None, False])
 def test_prepare_model_keeps_one_set_of_weights_in_the_chosen_memory_format(channels_last):
     model = tiny_model()
@@ -745,7 +761,11 @@ def test_command_line_smoke_run_end_to_end(tmp_path):
     assert state["epoch"] == 2 and cifar_resnet(8).load_state_dict(state["model"])
     assert state["config"]["amp"] is None  # --no-amp: float32 even on a CPU with AMX
     assert (state["config"]["seed"], state["config"]["split_seed"]) == (1, 0)  # --seed leaves the split alone
-    assert all(0 <= e["val_acc"] <= 1 for e in metrics["epochs"])
+    data = load_cifar10(val_split=100, smoke=True)  # what --smoke --val-split 100 loads
+    model = cifar_resnet(8)
+    model.load_state_dict(state["model"])
+    loader = TensorLoader(data.val_images, data.val_labels, 100, train=False)
+    assert metrics["epochs"][-1]["val_acc"] == pytest.approx(evaluate(model, loader, flip=True).accuracy)
 
 
 def test_command_line_errors_are_clean(tmp_path, monkeypatch, capsys):
