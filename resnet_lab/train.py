@@ -164,6 +164,8 @@ def fit(
     history: one dict per epoch with ``epoch, train_loss, train_acc, val_loss, val_acc, test_loss, test_acc,
     images_per_s, seconds, lr, images`` (losses are plain cross-entropy, accuracies fractions, None where not
     measured; ``seconds`` is the whole epoch, ``images_per_s`` training only); ``model`` is left in evaluation mode.
+    ``seed`` seeds the batch order and augmentation and, like :func:`resnet_lab.runtime.seed_everything`, torch's
+    global generator (a resumed run restores the generator's saved state instead).
     Raises TrainingDiverged on a NaN/inf loss, ValueError on settings that cannot train (or resume).
     """
     rank, world = world_info()
