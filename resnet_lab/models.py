@@ -14,6 +14,7 @@ from __future__ import annotations
 import operator
 import re
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -255,42 +256,42 @@ def build_model(name: str, num_classes: int | None = None) -> ResNet:
     return cifar_resnet(depth, **_CIFAR_NAMES[family], num_classes=10 if num_classes is None else num_classes)
 
 
-# The paper's CIFAR-10 models (Table 6, Fig. 6).
-def resnet20(**kwargs) -> ResNet:
+# The paper's CIFAR-10 models (Table 6, Fig. 6); keyword arguments go to cifar_resnet (shortcut, num_classes, ...).
+def resnet20(**kwargs: Any) -> ResNet:
     return cifar_resnet(20, **kwargs)
 
 
-def resnet32(**kwargs) -> ResNet:
+def resnet32(**kwargs: Any) -> ResNet:
     return cifar_resnet(32, **kwargs)
 
 
-def resnet44(**kwargs) -> ResNet:
+def resnet44(**kwargs: Any) -> ResNet:
     return cifar_resnet(44, **kwargs)
 
 
-def resnet56(**kwargs) -> ResNet:
+def resnet56(**kwargs: Any) -> ResNet:
     return cifar_resnet(56, **kwargs)
 
 
-def resnet110(**kwargs) -> ResNet:
+def resnet110(**kwargs: Any) -> ResNet:
     return cifar_resnet(110, **kwargs)
 
 
-def plain20(**kwargs) -> ResNet:
+def plain20(**kwargs: Any) -> ResNet:
     return cifar_resnet(20, residual=False, **kwargs)
 
 
-def plain32(**kwargs) -> ResNet:
+def plain32(**kwargs: Any) -> ResNet:
     return cifar_resnet(32, residual=False, **kwargs)
 
 
-def plain44(**kwargs) -> ResNet:
+def plain44(**kwargs: Any) -> ResNet:
     return cifar_resnet(44, residual=False, **kwargs)
 
 
-def plain56(**kwargs) -> ResNet:
+def plain56(**kwargs: Any) -> ResNet:
     return cifar_resnet(56, residual=False, **kwargs)
 
 
-def plain110(**kwargs) -> ResNet:
+def plain110(**kwargs: Any) -> ResNet:
     return cifar_resnet(110, residual=False, **kwargs)
