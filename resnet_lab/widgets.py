@@ -191,14 +191,13 @@ def draw_block_gradients(
     x = torch.randn(batch_size, 3, image_size, image_size, generator=generator)
     y = torch.randint(10, (batch_size,), generator=generator)
     norms, stack_parameters = {}, {}
-    for name in dict.fromkeys([plain, block]):
-        with torch.random.fork_rng(devices=[]):  # the same weights every redraw, the notebook's random numbers kept
+    with torch.random.fork_rng(devices=[]):  # the same weights every redraw, the notebook's random numbers kept
+        for name in dict.fromkeys([plain, block]):
             torch.manual_seed(seed)
             net = BlockStack(name, n_blocks, width, shortcut, zero_init_residual=zero_init and name != plain)
-        norms[name] = grad_norms(net, x, y, layers=[torch.nn.ModuleList(branch_layers(b)) for b in net.hidden])
-        stack_parameters[name] = count_parameters(net)
-    with torch.random.fork_rng(devices=[]):  # only its shapes and parameter counts are shown
-        down = BLOCKS[block](width, 2 * width, 2, shortcut, zero_init and has_skip)
+            norms[name] = grad_norms(net, x, y, layers=[torch.nn.ModuleList(branch_layers(b)) for b in net.hidden])
+            stack_parameters[name] = count_parameters(net)
+        down = BLOCKS[block](width, 2 * width, 2, shortcut, zero_init and has_skip)  # shown: shapes and parameters
     down_in = torch.zeros(1, down.conv1.in_channels, 32, 32)
     parameters = count_parameters(down)
     fig = fig if fig is not None else plt.figure(figsize=(9, 4.2), layout="constrained")
